@@ -1,0 +1,43 @@
+# Deep image hashing: a reproducible study.  `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(abspath $(VENV))/bin
+STAMP := $(VENV)/.installed
+PROFILE ?= quick
+JOBS ?= 2
+# where the datasets are; the library reads the same variable (default: data/)
+export HASHSTUDY_DATA ?= $(CURDIR)/data
+export PATH := $(BIN):$(PATH)
+
+.PHONY: help venv test test-fast reports notebook benchmark clean-smoke
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade --quiet pip
+	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+venv: $(STAMP)  ## create .venv and install everything (torch 2.14.1, the library, test tools)
+
+test: $(STAMP)  ## run the library tests and every notebook at profile=smoke (what CI runs)
+	$(BIN)/python -m hashstudy.smoke prepare build/smoke
+	HASHSTUDY_DATA=$(CURDIR)/build/smoke/data HASHSTUDY_CACHE=$(CURDIR)/build/smoke/cache \
+	  HASHSTUDY_REPORTS=$(CURDIR)/build/smoke/reports HASHSTUDY_DOWNLOAD=0 \
+	  $(BIN)/python -m pytest tests build/smoke/notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
+
+test-fast: $(STAMP)  ## library tests only, no notebooks
+	$(BIN)/python -m pytest tests -p no:cacheprovider
+
+reports: $(STAMP)  ## run every notebook at PROFILE (default quick) and rebuild the summary
+	$(BIN)/python -m hashstudy.regenerate --profile $(PROFILE) --jobs $(JOBS)
+
+benchmark: $(STAMP)  ## time mAP@1000 on 10,000 x 50,000 64-bit codes against a reference loop and faiss
+	$(BIN)/python benchmarks/hamming_map.py
+
+clean-smoke:  ## remove smoke-test outputs
+	rm -rf build/smoke reports/*/smoke

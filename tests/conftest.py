@@ -1,0 +1,17 @@
+"""Shared fixtures: every test gets its own data root, cache and report folders."""
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def isolated_dirs(tmp_path, monkeypatch):
+    """Point the library's three folders at fresh temporary directories.
+
+    Tests never read a real dataset mirror, never touch the repository's
+    cache or reports, and never try the network.
+    """
+    monkeypatch.setenv("HASHSTUDY_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("HASHSTUDY_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HASHSTUDY_REPORTS", str(tmp_path / "reports"))
+    monkeypatch.setenv("HASHSTUDY_DOWNLOAD", "0")
+    (tmp_path / "data").mkdir()
+    return tmp_path
