@@ -11,6 +11,7 @@ on load; a damaged file is reported, removed and rebuilt.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -115,17 +116,38 @@ def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return arrays
 
 
+@contextlib.contextmanager
+def locked(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on ``<path>.lock`` (other processes wait).
+
+    Used so that two notebooks running in parallel compute an expensive
+    cached result once: the second waits, then finds the file.
+    """
+    lock = Path(f"{path}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def cached_arrays(
     path: str | os.PathLike, compute: Callable[[], Mapping[str, np.ndarray]]
 ) -> dict[str, np.ndarray]:
-    """Return the arrays at ``path``, computing and saving them if absent or damaged."""
+    """Return the arrays at ``path``, computing and saving them if absent or damaged.
+
+    Concurrent callers for the same ``path`` are serialised with :func:`locked`.
+    """
     path = Path(path)
-    if path.exists():
-        try:
-            return load_arrays(path)
-        except CacheError as exc:
-            log.warning("%s; rebuilding it", exc)
-            path.unlink(missing_ok=True)
-    arrays = {k: np.asarray(v) for k, v in compute().items()}
-    save_arrays(path, **arrays)
-    return arrays
+    with locked(path):
+        if path.exists():
+            try:
+                return load_arrays(path)
+            except CacheError as exc:
+                log.warning("%s; rebuilding it", exc)
+                path.unlink(missing_ok=True)
+        arrays = {k: np.asarray(v) for k, v in compute().items()}
+        save_arrays(path, **arrays)
+        return arrays

@@ -86,7 +86,7 @@ class Report:
         self.dir = config.reports_dir(*parts)
         self.metrics: dict[str, float] = {}
         self.meta: dict = {"notebook": notebook, "profile": profile, "run": self.run,
-                           "protocols": {}, "parameters": {}, "sources": {}}
+                           "protocols": {}, "parameters": {}, "sources": {}, "skipped": {}}
         self._t0 = time.time()
 
     # -- numbers -----------------------------------------------------------
@@ -112,6 +112,11 @@ class Report:
     def source(self, name: str, description: str) -> None:
         """Record where a dataset or backbone came from."""
         self.meta["sources"][name] = description
+
+    def skip(self, part: str, reason: str) -> None:
+        """Record that ``part`` (e.g. ``"stl10"``) was not run, and why; printed too."""
+        self.meta["skipped"][part] = reason
+        print(f"SKIPPED {part}: {reason}")
 
     # -- files -------------------------------------------------------------
     def path(self, name: str) -> Path:

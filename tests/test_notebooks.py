@@ -1,0 +1,43 @@
+"""Static checks of the committed notebooks (their execution is nbval's job)."""
+import ast
+import json
+from pathlib import Path
+
+import pytest
+
+from hashstudy import config
+
+NOTEBOOKS = sorted((config.repo_root() / "notebooks").glob("*.ipynb"))
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, "no notebooks found under notebooks/"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_parameters_cell_holds_commented_literals(path: Path):
+    nb = json.loads(path.read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    first = code[0]
+    assert "parameters" in first.get("metadata", {}).get("tags", []), \
+        f"{path.name}: the first code cell must be tagged 'parameters'"
+    source = "".join(first["source"])
+    names = []
+    for node in ast.parse(source).body:
+        assert isinstance(node, ast.Assign) and len(node.targets) == 1, \
+            f"{path.name}: the parameters cell may only assign literals"
+        ast.literal_eval(node.value)  # raises on anything that is not a literal
+        names.append(node.targets[0].id)
+    lines = [ln for ln in source.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    starts = [ln for ln in lines if not ln.startswith((" ", "\t", "]", "}", ")"))]
+    assert all("#" in ln for ln in starts), f"{path.name}: every parameter needs a one-line comment"
+    assert "profile" in names and "seed" in names
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_without_outputs(path: Path):
+    nb = json.loads(path.read_text())
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            assert not cell.get("outputs") and cell.get("execution_count") is None, \
+                f"{path.name}: strip outputs before committing (reports/ holds the results)"
