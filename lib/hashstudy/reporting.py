@@ -104,10 +104,19 @@ class Report:
         """Record the run's parameters in ``meta.json``."""
         self.meta["parameters"].update(json.loads(json.dumps(params, default=str)))
 
-    def protocol(self, split) -> None:
-        """Record a split's protocol (``Split.record()``) in ``meta.json``."""
+    def protocol(self, split, prefix: Optional[str] = None) -> None:
+        """Record a split's protocol (``Split.record()``) in ``meta.json``.
+
+        ``prefix`` names the metric keys evaluated under this split (default
+        ``"<dataset>/"``); the summary uses it to compare only numbers measured
+        under the same protocol.
+        """
         rec = split.record()
         self.meta["protocols"][f"{rec['dataset']}/{rec['protocol']}"] = rec
+        prefix = prefix if prefix is not None else f"{rec['dataset']}/"
+        self.meta.setdefault("key_protocols", {})[prefix] = {
+            "protocol": rec["protocol"], "seed": rec["seed"], "n_query": rec["n_query"],
+            "n_database": rec["n_database"]}
 
     def source(self, name: str, description: str) -> None:
         """Record where a dataset or backbone came from."""
