@@ -1,0 +1,146 @@
+"""Run hashers on a split and evaluate them: the loop every notebook's comparison needs.
+
+A *hasher* is anything with ``fit(X, y=None)`` and ``encode(X) -> {0,1}``:
+the shallow baselines of :mod:`hashstudy.baselines` and the deep methods alike.
+:func:`compare` fits each (method, bits) pair on the split's training images,
+encodes queries and database, and evaluates them with
+:func:`hashstudy.metrics.evaluate`, returning a long table and the codes (for
+curves and retrieval figures).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Mapping, Optional, Sequence
+
+import numpy as np
+
+from . import baselines, config, metrics
+
+__all__ = ["Codes", "as_vectors", "encode_split", "compare", "long_to_metrics", "curves_by_method"]
+
+
+@dataclass
+class Codes:
+    """Query and database codes of one method at one code length."""
+
+    method: str
+    bits: int
+    query: np.ndarray = field(repr=False)
+    database: np.ndarray = field(repr=False)
+    fit_seconds: float = 0.0
+
+
+def as_vectors(images: np.ndarray) -> np.ndarray:
+    """Flatten uint8 images (N, H, W, C) to float32 vectors in [0, 1] (pixel features)."""
+    images = np.asarray(images)
+    if images.ndim < 2:
+        raise ValueError(f"expected a batch of images, got shape {images.shape}")
+    return images.reshape(len(images), -1).astype(np.float32) / 255.0
+
+
+def encode_split(hasher, X: np.ndarray, labels: np.ndarray, split, supervised: bool = False):
+    """Fit ``hasher`` on ``X[split.train]`` and encode queries and database.
+
+    ``X`` and ``labels`` are indexed by pool position (see :mod:`hashstudy.protocols`).
+    Returns ``(query_codes, database_codes, fit_seconds)``.
+    """
+    t0 = time.perf_counter()
+    if supervised:
+        hasher.fit(X[split.train], labels[split.train])
+    else:
+        hasher.fit(X[split.train])
+    seconds = time.perf_counter() - t0
+    return hasher.encode(X[split.query]), hasher.encode(X[split.database]), seconds
+
+
+def compare(methods: Sequence[str], bits: Iterable[int], X: np.ndarray, labels: np.ndarray, split,
+            *, seed: int = 0, metric_keys: Sequence[str] = metrics.DEFAULT_METRICS,
+            params: Optional[Mapping[str, dict]] = None,
+            extra: Optional[Mapping[str, Callable[[int], object]]] = None,
+            progress: bool = True):
+    """Fit, encode and evaluate every method at every code length on ``split``.
+
+    Parameters
+    ----------
+    methods : sequence of str
+        Names in :data:`hashstudy.baselines.METHODS`, or keys of ``extra``.
+    bits : iterable of int
+    X : float array (N_pool, D)
+        Features of the whole pool (pixels via :func:`as_vectors`, or backbone features).
+    labels : int array (N_pool,)
+    split : :class:`hashstudy.protocols.Split`
+    seed : int
+        Seed of every method.
+    params : {method: {param: value}}, optional
+        Extra constructor parameters per baseline.
+    extra : {name: factory(bits) -> hasher}, optional
+        Further hashers (e.g. deep methods) under their own names.
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        Long format: ``method, bits, metric, value`` plus a ``fit_seconds`` row per pair.
+    codes : dict[(method, bits)] -> :class:`Codes`
+    """
+    import pandas as pd
+
+    extra = dict(extra or {})
+    params = dict(params or {})
+    bits = config.check_bits(list(bits))
+    for m in methods:
+        if m not in extra:
+            config.check_choice("method", m, list(baselines.METHODS) + list(extra))
+    pairs = [(m, b) for m in methods for b in bits]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(pairs, desc="hashing", unit="method")
+    rows, codes = [], {}
+    ql, dl = labels[split.query], labels[split.database]
+    for m, b in pairs:
+        if bar is not None:
+            bar.set_postfix_str(f"{m} {b} bits")
+        if m in extra:
+            hasher, supervised = extra[m](b), bool(getattr(extra[m], "supervised", False))
+        else:
+            hasher = baselines.make(m, b, seed=seed, **params.get(m, {}))
+            supervised = m in baselines.SUPERVISED
+        q, d, secs = encode_split(hasher, X, labels, split, supervised=supervised)
+        codes[(m, b)] = Codes(m, b, q, d, secs)
+        for key, value in metrics.evaluate(q, d, ql, dl, metric_keys).items():
+            rows.append({"method": m, "bits": b, "metric": key, "value": value})
+        rows.append({"method": m, "bits": b, "metric": "fit_seconds", "value": secs})
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return pd.DataFrame(rows, columns=["method", "bits", "metric", "value"]), codes
+
+
+def long_to_metrics(table, prefix: str) -> dict[str, float]:
+    """``{f"{prefix}/{method}/{bits}/{metric}": value}`` from a :func:`compare` table."""
+    return {f"{prefix}/{r.method}/{int(r.bits)}/{r.metric}": float(r.value)
+            for r in table.itertuples() if r.metric != "fit_seconds"}
+
+
+def curves_by_method(codes: Mapping, q_labels, db_labels, bits: int, kind: str = "pr",
+                     max_k: int = 1000) -> dict[str, tuple]:
+    """``{method: (x, y)}`` curves at one code length, for :func:`hashstudy.plots.curves`.
+
+    ``kind="pr"``: (recall, precision) of the Hamming-radius PR curve;
+    ``kind="precision@k"``: (k, precision@k) for k = 1..max_k.
+    """
+    config.check_choice("kind", kind, ("pr", "precision@k"))
+    out = {}
+    for (m, b), c in codes.items():
+        if b != bits:
+            continue
+        if kind == "pr":
+            curve = metrics.pr_curve(c.query, c.database, q_labels, db_labels)
+            out[m] = (curve.recall, curve.precision)
+        else:
+            prec = metrics.precision_curve(c.query, c.database, q_labels, db_labels, max_k=max_k)
+            out[m] = (np.arange(1, len(prec) + 1), prec)
+    return out
