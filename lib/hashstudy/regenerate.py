@@ -205,6 +205,8 @@ def regenerate(profile: str = "quick", jobs: int = 2, only: Optional[list[str]] 
         for nb in summary:
             start(nb)
             drain(1)
+            if outcomes[-1].status in ("ran", "up to date") and not run:
+                publish_summary(profile, output_dir(nb, profile, run) / f"{nb.stem}.ipynb", echo)
     except KeyboardInterrupt:
         for nb, (proc, tmp, log, t0) in list(running.items()):
             proc.send_signal(signal.SIGINT)
@@ -221,6 +223,23 @@ def regenerate(profile: str = "quick", jobs: int = 2, only: Optional[list[str]] 
         echo("interrupted: finished reports are intact; unfinished notebooks left no files")
         raise
     return outcomes
+
+
+def summary_page(profile: str) -> Path:
+    """Where the static summary page of ``profile`` is written."""
+    name = "summary.html" if profile == "quick" else f"summary-{profile}.html"
+    return config.reports_dir() / name
+
+
+def publish_summary(profile: str, executed: Path, echo=print) -> None:
+    """Render the executed summary notebook to HTML and refresh the README's results."""
+    from . import summary
+
+    page = summary.render_html(executed, summary_page(profile))
+    echo(f"      summary page: {page}")
+    if profile == "quick":
+        changed = summary.update_readme(profile)
+        echo(f"      README results section {'updated' if changed else 'unchanged'}")
 
 
 def summary_table(outcomes: list[Outcome]) -> str:
