@@ -26,7 +26,7 @@ import numpy as np
 from . import cache, config, reporting
 
 __all__ = ["collect", "parse_key", "paper_tables", "ranking", "readme_results", "update_readme",
-           "render_html", "notebook_names", "PAPER_TITLES"]
+           "render_html", "notebook_names", "meta", "PAPER_TITLES"]
 
 PAPER_TITLES = {
     "00_baselines": "Shallow hashing baselines",
@@ -81,7 +81,8 @@ def _protocol_for(key: str, key_protocols: dict) -> Optional[dict]:
     return best[1] if best else None
 
 
-def _meta(notebook: str, profile: str) -> dict:
+def meta(notebook: str, profile: str) -> dict:
+    """The ``meta.json`` of a notebook's report ({} if absent)."""
     path = config.reports_dir(notebook, profile) / "meta.json"
     return json.loads(path.read_text()) if path.exists() else {}
 
@@ -93,7 +94,7 @@ def collect(profile: str = "quick"):
     rows = []
     for nb in notebook_names(profile):
         metrics = reporting.load_metrics(nb, profile)
-        kp = _meta(nb, profile).get("key_protocols", {})
+        kp = meta(nb, profile).get("key_protocols", {})
         for key, value in metrics.items():
             rec = _protocol_for(key, kp) or {}
             rows.append({"notebook": nb, "key": key, "value": value, **parse_key(key),
@@ -111,7 +112,7 @@ def paper_tables(profile: str = "quick") -> dict:
         if nb not in papers:
             continue
         table = reporting.compare_with_paper(reporting.load_metrics(nb, profile), nb)
-        kp = _meta(nb, profile).get("key_protocols", {})
+        kp = meta(nb, profile).get("key_protocols", {})
         table.insert(4, "protocol", [(_protocol_for(k, kp) or {}).get("protocol", "")
                                      for k in table["key"]])
         out[nb] = table

@@ -1,0 +1,83 @@
+"""The summary: key parsing, protocol-aware ranking, README section, and the static page."""
+import json
+
+import pandas as pd
+import papermill as pm
+import pytest
+
+from hashstudy import config, reporting, summary
+
+
+def _write_report(nb, metrics, key_protocols, skipped=None):
+    out = config.reports_dir(nb, "smoke")
+    (out / "metrics.json").write_text(json.dumps(metrics))
+    (out / "meta.json").write_text(json.dumps({"key_protocols": key_protocols,
+                                               "skipped": skipped or {}, "wall_time_s": 12.0}))
+
+
+@pytest.fixture
+def reports(monkeypatch):
+    _write_report("00_baselines", {
+        "cifar10/efficientnet_lite0/itq/32/map@1000": 0.30,
+        "cifar10/efficientnet_lite0/lsh/32/map@1000": 0.20,
+        "mnist/pixels/itq/32/map_all": 0.41,
+    }, {"cifar10/": {"protocol": "query1k", "seed": 0}, "mnist/": {"protocol": "query1k", "seed": 0}})
+    _write_report("04_ddh", {
+        "cifar10/ddh/32/map@1000": 0.50, "cifar10/itq/32/map@1000": 0.31,
+        "cifar10/labels/expanded/precision": 0.7,
+    }, {"cifar10/": {"protocol": "test100pc-train", "seed": 0}},
+        skipped={"oxford17": "not present"})
+    papers = pd.DataFrame({"paper": ["04_ddh", "04_ddh"],
+                           "key": ["cifar10/ddh/32/map@1000", "cifar10/ddh/16/map@1000"],
+                           "value": [0.486, 0.447], "source": ["Table 2"] * 2, "note": ["", ""]})
+    monkeypatch.setattr(reporting, "paper_numbers",
+                        lambda paper=None: papers if paper is None else papers[papers.paper == paper])
+
+
+def test_parse_key():
+    assert summary.parse_key("mnist/pixels/itq/32/map_all") == {
+        "dataset": "mnist", "method": "itq", "bits": 32, "metric": "map_all", "variant": "pixels"}
+    assert summary.parse_key("mnist/latent/48/coarse_to_fine/precision@1000")["variant"] == "coarse_to_fine"
+    assert summary.parse_key("cifar10/labels/expanded/precision") == {
+        "dataset": "cifar10", "method": "expanded", "bits": None, "metric": "precision",
+        "variant": "labels"}
+
+
+def test_ranking_only_compares_within_a_protocol(reports):
+    ranked = summary.ranking("smoke", "map@1000", "cifar10")
+    assert set(ranked) == {"query1k", "test100pc-train"}
+    q1k = ranked["query1k"]
+    assert list(q1k.index) == ["itq (efficientnet_lite0) [00]", "lsh (efficientnet_lite0) [00]"]
+    assert list(ranked["test100pc-train"].index) == ["ddh [04]", "itq [04]"]
+
+
+def test_paper_tables_and_readme(reports, tmp_path):
+    tables = summary.paper_tables("smoke")
+    t = tables["04_ddh"].set_index("key")
+    assert t.loc["cifar10/ddh/32/map@1000", "difference"] == pytest.approx(0.014)
+    assert t.loc["cifar10/ddh/32/map@1000", "protocol"] == "test100pc-train"
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{summary.README_START}\nold\n{summary.README_END}\noutro\n")
+    assert summary.update_readme("smoke", readme)
+    text = readme.read_text()
+    assert "| 04_ddh | `cifar10/ddh/32/map@1000` | 0.486 | 0.500 | test100pc-train |" in text
+    assert text.startswith("intro\n") and text.endswith("outro\n") and "old" not in text
+    assert not summary.update_readme("smoke", readme)  # idempotent
+    readme.write_text("no markers")
+    with pytest.raises(ValueError, match="no results markers"):
+        summary.update_readme("smoke", readme)
+
+
+def test_summary_notebook_renders_a_static_page_with_tables_and_images(reports, tmp_path):
+    executed = tmp_path / "99.ipynb"
+    pm.execute_notebook(str(config.repo_root() / "notebooks" / "99_summary.ipynb"), str(executed),
+                        parameters={"profile": "smoke"}, progress_bar=False, kernel_name="python3",
+                        cwd=str(tmp_path))
+    # the kernel is a separate process: it saw the real paper_numbers.csv, not the fixture's
+    page = summary.render_html(executed, tmp_path / "summary.html")
+    html = page.read_text()
+    assert "<table" in html and "data:image/png;base64" in html
+    assert "query1k" in html and "test100pc-train" in html and "oxford17: not present" in html
+    assert "import matplotlib" not in html  # code cells are hidden
+    out = config.reports_dir("99_summary", "smoke")
+    assert (out / "status.csv").exists() and (out / "map1000_cifar10.png").exists()
