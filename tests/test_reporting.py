@@ -56,4 +56,4 @@ def test_paper_numbers_file_is_well_formed():
     frame = reporting.paper_numbers()
     assert list(frame.columns) == ["paper", "key", "value", "source", "note"]
     assert frame["value"].map(lambda v: isinstance(v, (int, float))).all()
-    assert not frame.duplicated(["paper", "key"]).any()
+    assert not frame.duplicated(["paper", "key", "source"]).any()
