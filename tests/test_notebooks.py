@@ -41,3 +41,15 @@ def test_committed_without_outputs(path: Path):
         if cell["cell_type"] == "code":
             assert not cell.get("outputs") and cell.get("execution_count") is None, \
                 f"{path.name}: strip outputs before committing (reports/ holds the results)"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_papermill_reads_every_parameter(path: Path):
+    """`papermill --help-notebook` lists each parameter with its comment; a comment it
+    cannot parse (an '=' or quotes in it, for example) silently drops the parameter."""
+    papermill = pytest.importorskip("papermill")
+    nb = json.loads(path.read_text())
+    first = next(c for c in nb["cells"] if c["cell_type"] == "code")
+    names = [node.targets[0].id for node in ast.parse("".join(first["source"])).body]
+    found = papermill.inspect_notebook(str(path))
+    assert sorted(found) == sorted(names), f"{path.name}: papermill misses {set(names) - set(found)}"
