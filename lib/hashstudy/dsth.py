@@ -1,0 +1,672 @@
+"""DSTH: deep self-taught hashing, conference version (Zhou et al., ACM MM 2015).
+
+The method has two stages (sec. 2, Fig. 1):
+
+Unsupervised stage: hash labels (sec. 2.1, eq. 1-7)
+    1. A three-stage CNN (convolution + subsampling, :class:`hashstudy.cnnh.ConvNet`
+       with ReLU hidden layer) is trained with the class labels of the training
+       images (sec. 3.1: 30,000 random MNIST training images) by softmax
+       cross-entropy.
+    2. Its fully connected features ``x_i`` feed a kNN graph with cosine
+       weights (eq. 1, :func:`hashstudy.graph.knn_graph`, ``k = 25`` from
+       sec. 3), the Laplacian ``L = D - W`` (eq. 2-4) and the generalised
+       eigenproblem ``L v = lambda D v`` (eq. 5-6,
+       :func:`hashstudy.graph.laplacian_eigenmap`, sparse solver, trivial
+       eigenvector dropped, the ``t`` smallest non-trivial ones kept).
+    3. Each column is thresholded into a bit (eq. 7,
+       :func:`hashstudy.graph.binarize`): at zero (the default: for Laplacian
+       eigenvectors, ``v^T D 1 = 0`` makes zero the degree-weighted mean), the
+       per-bit mean or the per-bit median. These are the *hash labels*.
+Supervised stage: hash function (sec. 2.2, eq. 8)
+    A CNN followed by a single-hidden-layer MLP with sigmoid hidden units,
+    ``f(x) = b2 + W2 sigmoid(b1 + W1 cnn(x))`` (eq. 8), is trained to output
+    the hash labels (per-bit sigmoid cross-entropy in place of the
+    perceptron rule of eq. 9-10). Sec. 3.1 says the hash labels "are used to
+    tune the CNN models and learn MLP mapping matrix", so by default its
+    convolution stages start from the trained label-stage CNN
+    (``finetune=True``). Out-of-sample codes: ``bit_p = [f_p(x) >= 0]``.
+
+Ablation without the supervised stage (``supervised_stage=False``)
+    The hash labels are used directly for the training images, and a new
+    image gets the Laplacian-eigenmap embedding extended by its ``k`` nearest
+    training images in the label-stage CNN's feature space, weighted as the
+    graph (eq. 1): ``y(x) = sum_j w_j y_j / sum_j w_j``, thresholded with the
+    training thresholds (a Nystrom-style extension of the eigenmap).
+
+Retrieval experiments (sec. 3) run through :func:`run_experiment`:
+queries drawn from the test split (the paper's 10 random images per class,
+and a 1,000-query protocol), the other test images as the database
+(:func:`test_query_split`), every method trained on the same training
+images; on STL-10 the training images are a random sample of the
+unlabeled split and the labelled training split feeds the label-stage CNN
+and CNNH, which need class labels.
+
+Codes are ``uint8`` ``{0, 1}`` matrices (1 = the ``+1`` of eq. 7).
+"""
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from dataclasses import dataclass, field
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+import scipy.sparse.csgraph
+import torch
+from torch import nn
+
+from . import baselines as shallow
+from . import cache, config, data, evaluation, graph, hamming, protocols, training
+from .cnnh import CNNH, ConvNet, _float, array_digest, as_image_tensor
+
+__all__ = ["DSTH", "THRESHOLDS", "RECALL_LEVELS", "METRIC_KEYS", "test_query_split",
+           "Experiment", "run_experiment", "label_stage_summary", "above_until"]
+
+THRESHOLDS = graph.BINARIZE_RULES
+RECALL_LEVELS = tuple(round(0.1 * i, 1) for i in range(1, 11))
+"""Recall levels 0.1, 0.2, ..., 1.0 of the precision-at-recall table."""
+METRIC_KEYS = ("map_all", "map@1000") + tuple(f"precision@recall{v}" for v in RECALL_LEVELS)
+"""Metrics of :func:`run_experiment` (see :func:`hashstudy.metrics.evaluate`)."""
+
+
+def _ce(model, x, y):
+    return nn.functional.cross_entropy(model(_float(x)), y)
+
+
+def _bce(model, x, target):
+    return nn.functional.binary_cross_entropy_with_logits(model(_float(x)), target)
+
+
+def _class_labels(y, n: int, what: str) -> np.ndarray:
+    y = np.asarray(y) if y is not None else None
+    if y is None or y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"the label-stage CNN needs {n} integer class labels for {what} "
+                         f"(sec. 2.1 trains it 'with class labels'); got "
+                         f"{None if y is None else (y.shape, str(y.dtype))}. For unlabelled "
+                         "training images pass labelled=(images, labels).")
+    if (y < 0).any():
+        raise ValueError(f"{what} include unlabelled images (label -1); the label-stage CNN "
+                         "needs class labels: pass labelled=(images, labels)")
+    if np.unique(y).size < 2:
+        raise ValueError("the label-stage CNN needs at least two classes")
+    return y.astype(np.int64)
+
+
+class DSTH:
+    """Deep self-taught hashing (conference version) as a hasher.
+
+    Parameters
+    ----------
+    n_bits : int
+        Code length ``t`` (64 on MNIST, 48 on STL-10 in the paper).
+    input_shape : (H, W, C)
+        Image size; pixel rows given to ``fit``/``encode`` are reshaped to it.
+    k : int
+        Neighbours of the kNN graph (eq. 1); the paper's ``k = 25`` (sec. 3).
+    threshold : {"zero", "mean", "median"}
+        Binarisation of the eigenvectors (eq. 7).
+    widths, hidden : CNN convolution widths and fully connected width, shared
+        by both stages (see :class:`hashstudy.cnnh.ConvNet`).
+    feature_epochs, hash_epochs : int
+        Training epochs of the label-stage CNN and of the hash-function network.
+    batch_size, lr : Adam mini-batch training of both networks.
+    supervised_stage : bool
+        Learn the hash function (default); ``False`` is the ablation that uses
+        the hash labels directly with the kNN out-of-sample extension.
+    finetune : bool
+        Start the hash-function network's convolutions from the label-stage CNN.
+    labelled : (images, labels), optional
+        Class-labelled images for the label-stage CNN when the training images
+        passed to ``fit`` have no labels (STL-10's unlabeled split); by
+        default the CNN trains on ``fit``'s images and labels.
+    seed : int
+        Seeds the networks' weights, batch orders and the eigensolver.
+    progress : bool
+        Show training progress bars.
+
+    Attributes (after ``fit``)
+    ----------
+    hash_labels_ : uint8 (n, t)
+        Binarised eigenvectors of the training images (eq. 7).
+    embedding_ : float64 (n, t)
+        The eigenvectors (eq. 6), D-orthonormal.
+    eigenvalues_ : float64 (t,)
+    thresholds_ : float64 (t,)
+    graph_components_ : int
+        Connected components of the kNN graph (1 = connected).
+    neighbors_ : int64 (n, k)
+        Each training image's kNN in the CNN feature space.
+    label_cnn_, hash_net_ : nn.Module (``hash_net_`` is None without the supervised stage)
+    label_cnn_info_, hash_net_info_ : dict
+        Training histories.
+    label_fit_ : float
+        Fraction of training hash-label bits the learned hash function
+        reproduces (1.0 without the supervised stage).
+    """
+
+    supervised = True
+
+    def __init__(self, n_bits: int, input_shape: Sequence[int], *, k: int = 25,
+                 threshold: str = "zero", widths: Sequence[int] = (32, 64, 128),
+                 hidden: int = 500, feature_epochs: int = 5, hash_epochs: int = 10,
+                 batch_size: int = 64, lr: float = 1e-3, supervised_stage: bool = True,
+                 finetune: bool = True, labelled=None, seed: int = 0, progress: bool = True):
+        self.n_bits = config.check_bits(n_bits)[0]
+        self.input_shape = tuple(int(v) for v in input_shape)
+        config.check_choice("threshold", threshold, THRESHOLDS)
+        if isinstance(k, bool) or int(k) < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        for name, value in (("feature_epochs", feature_epochs), ("hash_epochs", hash_epochs),
+                            ("batch_size", batch_size), ("hidden", hidden)):
+            if isinstance(value, bool) or int(value) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not lr > 0:
+            raise ValueError(f"lr must be positive, got {lr!r}")
+        self.k, self.threshold = int(k), threshold
+        self.widths, self.hidden = tuple(int(v) for v in widths), int(hidden)
+        self.feature_epochs, self.hash_epochs = int(feature_epochs), int(hash_epochs)
+        self.batch_size, self.lr = int(batch_size), float(lr)
+        self.supervised_stage, self.finetune = bool(supervised_stage), bool(finetune)
+        self.labelled = labelled
+        self.seed, self.progress = int(seed), bool(progress)
+        ConvNet(self.input_shape, 2, self.widths, self.hidden)  # validates the architecture
+
+    def __repr__(self) -> str:
+        return (f"DSTH(n_bits={self.n_bits}, input_shape={self.input_shape}, k={self.k}, "
+                f"threshold={self.threshold!r}, widths={self.widths}, hidden={self.hidden}, "
+                f"supervised_stage={self.supervised_stage})")
+
+    # -- stages ---------------------------------------------------------------
+    def _label_cnn(self, images: torch.Tensor, labels: np.ndarray):
+        n_classes = int(labels.max()) + 1
+        key = dict(data=array_digest(images, labels), shape=self.input_shape, widths=self.widths,
+                   hidden=self.hidden, classes=n_classes, epochs=self.feature_epochs,
+                   batch_size=self.batch_size, lr=self.lr, seed=self.seed)
+
+        def build():
+            torch.manual_seed(self.seed)
+            return ConvNet(self.input_shape, n_classes, self.widths, self.hidden, "relu")
+
+        def train(model):
+            hist = training.fit(model, (images, torch.from_numpy(labels)), _ce,
+                                epochs=self.feature_epochs, batch_size=self.batch_size,
+                                lr=self.lr, seed=self.seed, progress=self.progress,
+                                desc="DSTH label-stage CNN")
+            return {"loss": hist.loss, "seconds": hist.seconds}
+
+        model, info, _ = training.cached_model("dsth-label-cnn", key, build, train)
+        return model, info, key
+
+    def _features(self, images: torch.Tensor) -> np.ndarray:
+        return training.predict(self.label_cnn_, images, fn=lambda m, b: m.features(_float(b)))
+
+    def _eigenmap(self, features: np.ndarray, key: dict):
+        parts = dict(cnn=key, data=array_digest(features), k=self.k, n_bits=self.n_bits,
+                     seed=self.seed)
+        path = config.cache_dir("dsth") / f"eigenmap-{cache.key(parts)}.npz"
+
+        def compute():
+            idx, val = graph.knn(features, self.k, metric="cosine")
+            W = graph.knn_graph(features, self.k, weight="cosine", neighbors=(idx, val))
+            n_comp, _ = scipy.sparse.csgraph.connected_components(W, directed=False)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", graph.DisconnectedGraphWarning)
+                Y, ev = graph.laplacian_eigenmap(W, self.n_bits, seed=self.seed)
+            return {"Y": Y, "eigenvalues": ev, "neighbors": idx,
+                    "components": np.array(n_comp)}
+
+        return cache.cached_arrays(path, compute)
+
+    def _hash_net(self, images: torch.Tensor, bits: np.ndarray, key: dict):
+        parts = dict(cnn=key, data=array_digest(images, bits), finetune=self.finetune,
+                     epochs=self.hash_epochs, batch_size=self.batch_size, lr=self.lr,
+                     seed=self.seed)
+
+        def build():
+            torch.manual_seed(self.seed)
+            net = ConvNet(self.input_shape, self.n_bits, self.widths, self.hidden, "sigmoid")
+            if self.finetune:
+                net.conv.load_state_dict(self.label_cnn_.conv.state_dict())
+            return net
+
+        def train(model):
+            hist = training.fit(model, (images, torch.from_numpy(bits.astype(np.float32))),
+                                _bce, epochs=self.hash_epochs, batch_size=self.batch_size,
+                                lr=self.lr, seed=self.seed, progress=self.progress,
+                                desc="DSTH hash function")
+            return {"loss": hist.loss, "seconds": hist.seconds}
+
+        model, info, _ = training.cached_model("dsth-hash-net", parts, build, train)
+        return model, info
+
+    # -- hasher interface --------------------------------------------------------
+    def fit(self, X, y=None) -> "DSTH":
+        """Learn hash labels for ``X`` (unsupervised stage) and the hash function.
+
+        Parameters
+        ----------
+        X : uint8 images (N, H, W, C) or pixel rows (N, H*W*C) in [0, 1]
+            The training images: the graph's nodes and the hash function's
+            training set.
+        y : int array (N,), optional
+            Class labels of ``X`` for the label-stage CNN; not needed when
+            ``labelled`` was given.
+        """
+        images = as_image_tensor(X, self.input_shape)
+        n = images.shape[0]
+        if n <= max(self.k, self.n_bits + 1):
+            raise ValueError(f"DSTH needs more training images than k={self.k} and "
+                             f"n_bits+1={self.n_bits + 1}; got {n}")
+        if self.labelled is not None:
+            cnn_images = as_image_tensor(self.labelled[0], self.input_shape)
+            cnn_labels = _class_labels(self.labelled[1], cnn_images.shape[0], "labelled images")
+        else:
+            cnn_images, cnn_labels = images, _class_labels(y, n, "the training images")
+        self.label_cnn_, self.label_cnn_info_, key = self._label_cnn(cnn_images, cnn_labels)
+        features = self._features(images)
+        eig = self._eigenmap(features, key)
+        self.embedding_, self.eigenvalues_ = eig["Y"], eig["eigenvalues"]
+        self.neighbors_, self.graph_components_ = eig["neighbors"], int(eig["components"])
+        self.hash_labels_, self.thresholds_ = graph.binarize(self.embedding_, self.threshold)
+        if self.supervised_stage:
+            self.hash_net_, self.hash_net_info_ = self._hash_net(images, self.hash_labels_, key)
+            self.label_fit_ = float((self._net_codes(images) == self.hash_labels_).mean())
+        else:
+            self.hash_net_, self.hash_net_info_ = None, {}
+            self.train_features_ = features
+            self.label_fit_ = 1.0
+        return self
+
+    def _net_codes(self, images: torch.Tensor) -> np.ndarray:
+        out = training.predict(self.hash_net_, images, fn=lambda m, b: m(_float(b)))
+        return np.ascontiguousarray(out.reshape(len(images), self.n_bits) >= 0, dtype=np.uint8)
+
+    def encode(self, X) -> np.ndarray:
+        """Codes of new images, uint8 {0, 1} of shape ``(N, n_bits)``.
+
+        With the supervised stage: the thresholded hash-function outputs.
+        Without: the kNN extension of the eigenmap (see the module docstring).
+        """
+        if not hasattr(self, "hash_labels_"):
+            raise RuntimeError("DSTH is not fitted yet: call fit(images, labels) first")
+        images = as_image_tensor(X, self.input_shape)
+        if self.supervised_stage:
+            return self._net_codes(images)
+        k = min(self.k, len(self.train_features_))
+        idx, sim = graph.knn_query(self._features(images), self.train_features_, k)
+        w = np.clip(sim.astype(np.float64), 0.0, None)
+        w[w.sum(axis=1) == 0] = 1.0
+        Y = np.einsum("nk,nkt->nt", w, self.embedding_[idx]) / w.sum(axis=1, keepdims=True)
+        return graph.binarize(Y, thresholds=self.thresholds_)[0]
+
+
+# ---------------------------------------------------------------------------
+# protocols: queries from the test split, the rest of the test split as database
+
+
+def _base_protocol(query_per_class, n_query) -> tuple[str, dict]:
+    if (query_per_class is None) == (n_query is None):
+        raise ValueError("give exactly one of query_per_class and n_query")
+    if query_per_class is not None:
+        base = {10: "test10pc-train", 100: "test100pc-train"}.get(int(query_per_class))
+        return (base, {}) if base else ("test10pc-train",
+                                         {"query_per_class": int(query_per_class)})
+    return "test1k-train", ({} if int(n_query) == 1000 else {"n_query": int(n_query)})
+
+
+def test_query_split(dataset: str, *, seed: int = 0, query_per_class: Optional[int] = None,
+                     n_query: Optional[int] = None, n_train: Optional[int] = None,
+                     root=None) -> protocols.Split:
+    """Queries from the test split, the other test images as database (DSTH sec. 3.1).
+
+    The paper maps "10,000 test images into hash codes" and draws "10 samples
+    respectively and randomly in each category" as queries; the database is
+    therefore the test split less the queries, every item of which is unseen
+    by every method. Training uses ``n_train`` random training images (all
+    when ``None``).
+
+    The query draw is the saved split of the built-in protocol
+    ``test10pc-train`` (``query_per_class``; ``test100pc-train`` for 100) or
+    ``test1k-train`` (``n_query``), and the training draw the saved
+    ``test-train[n_database=n_train]``, both from :func:`hashstudy.protocols.get_split`,
+    so they are drawn once and reused.
+
+    Returns
+    -------
+    Split
+        Indices into the dataset's pool (training split, then test split),
+        named e.g. ``test10pc-test[n_train=10000]``.
+    """
+    base, overrides = _base_protocol(query_per_class, n_query)
+    q_split = protocols.get_split(dataset, base, seed, root=root, **overrides)
+    n_tr, n_te = q_split.n_train_split, q_split.n_test_split
+    if n_train is not None and int(n_train) < n_tr:
+        train = protocols.get_split(dataset, "test-train", seed, root=root,
+                                    n_database=int(n_train)).train
+        overrides = {**overrides, "n_train": int(n_train)}
+    else:
+        train = np.arange(n_tr, dtype=np.int64)
+    database = np.setdiff1d(np.arange(n_tr, n_tr + n_te), q_split.query)
+    if database.size == 0:
+        raise ValueError("every test image is a query; lower query_per_class / n_query")
+    name = base.replace("-train", "-test")
+    if overrides:
+        name += "[" + ",".join(f"{k}={v}" for k, v in overrides.items()) + "]"
+    who = (f"{query_per_class} random test images per class" if query_per_class is not None
+           else f"{n_query} random test images")
+    description = (f"{who} as queries, the other test images as database; training on "
+                   f"{train.size} random training images")
+    return dataclasses.replace(q_split, protocol=name, name=name, database=database,
+                               train=train.astype(np.int64), description=description)
+
+
+# ---------------------------------------------------------------------------
+# experiments
+
+
+class _Rows:
+    """A hasher fed with rows of its own input array, selected by pool index.
+
+    :func:`hashstudy.evaluation.compare` passes ``X[split.train]``; the
+    experiments pass pool indices as ``X`` (shape (N, 1)), so each method can
+    see its own representation of the same images (full-resolution images
+    for the deep methods, pixel vectors for the shallow ones).
+    """
+
+    def __init__(self, hasher, inputs, fixed_training=None):
+        self.hasher, self.inputs, self.fixed_training = hasher, inputs, fixed_training
+
+    def fit(self, index, y=None):
+        if self.fixed_training is not None:  # e.g. CNNH on STL-10's labelled split
+            self.hasher.fit(*self.fixed_training)
+        elif getattr(self.hasher, "supervised", False):
+            self.hasher.fit(self.inputs(np.asarray(index).ravel()), y)
+        else:
+            self.hasher.fit(self.inputs(np.asarray(index).ravel()))
+        return self
+
+    def encode(self, index):
+        return self.hasher.encode(self.inputs(np.asarray(index).ravel()))
+
+
+def _pixel_rows(images: np.ndarray, side: Optional[int]):
+    """Pixel vectors in [0, 1], block-averaged to ``side x side`` when given."""
+    h = images.shape[1]
+    if side is None or side == h:
+        return lambda idx: evaluation.as_vectors(images[idx])
+    if h % side or images.shape[2] % side:
+        raise ValueError(f"pixel_side={side} must divide the image size {images.shape[1:3]}")
+    f = h // side
+
+    def rows(idx):
+        x = images[idx].astype(np.float32) / 255.0
+        n, hh, ww, c = x.shape
+        return x.reshape(n, hh // f, f, ww // f, f, c).mean(axis=(2, 4)).reshape(n, -1)
+
+    return rows
+
+
+@dataclass
+class Experiment:
+    """The outcome of :func:`run_experiment`.
+
+    Attributes
+    ----------
+    dataset : str
+    n_bits : int
+    splits : {prefix: Split}
+        One protocol per metric-key prefix (e.g. ``"mnist"``, ``"mnist_q1k"``).
+    table : pandas.DataFrame
+        Long format: ``prefix, method, bits, metric, value``.
+    codes : {prefix: {(method, bits): hashstudy.evaluation.Codes}}
+    labels : int64 (N_pool,)
+        Pool labels (``-1`` for unlabelled training images).
+    images : uint8 (N_pool, H, W, C)
+        Pool images (for retrieval figures).
+    hashers : {method: fitted hasher}
+        The deep methods as last fitted (for diagnostics of their stages).
+    sources : {name: str}
+        Where the data came from.
+    """
+
+    dataset: str
+    n_bits: int
+    splits: dict
+    table: object
+    codes: dict
+    labels: np.ndarray = field(repr=False)
+    images: np.ndarray = field(repr=False)
+    hashers: dict = field(default_factory=dict, repr=False)
+    sources: dict = field(default_factory=dict)
+
+    def metrics(self) -> dict[str, float]:
+        """Flat ``{"<prefix>/<method>/<bits>/<metric>": value}`` for the report."""
+        out = {}
+        for prefix in self.splits:
+            out.update(evaluation.long_to_metrics(self.table[self.table.prefix == prefix],
+                                                  prefix))
+        return out
+
+    def recall_table(self, prefix: str):
+        """Precision at recall 0.1 ... 1.0 and mAP@all, one row per method (DataFrame)."""
+        t = self.table[(self.table.prefix == prefix) & (self.table.bits == self.n_bits)]
+        wide = t.pivot_table(index="method", columns="metric", values="value", sort=False)
+        cols = [f"precision@recall{v}" for v in RECALL_LEVELS] + ["map_all"]
+        wide = wide[[c for c in cols if c in wide.columns]]
+        wide.columns = [c.replace("precision@recall", "P@R=") for c in wide.columns]
+        return wide
+
+    def leads(self, prefix: str, method: str = "dsth", rivals: Sequence[str] = ("cnnh",),
+              baselines: Sequence[str] = ("sh", "sph", "sth", "itq")) -> dict[str, float]:
+        """How far along the recall axis ``method`` stays ahead (see :func:`above_until`).
+
+        Returns ``{"above_<rival>_until_recall": level}`` for each rival and
+        each baseline, and ``"above_baselines_until_recall"``: the smallest
+        of the baselines' levels.
+        """
+        table = self.recall_table(prefix)
+        out = {f"above_{r}_until_recall": above_until(table, method, r)
+               for r in (*rivals, *baselines)}
+        if baselines:
+            out["above_baselines_until_recall"] = min(
+                out[f"above_{b}_until_recall"] for b in baselines)
+        return out
+
+    def top_results(self, prefix: str, method: str = "dsth", n_queries: int = 6, k: int = 10):
+        """Images of the first ``n_queries`` queries (one per class where possible) and their
+        top ``k`` database items by Hamming ranking, for :func:`hashstudy.plots.retrieval_grid`.
+
+        Returns ``(query_images, result_images, relevant)`` shaped ``(Q, H, W, C)``,
+        ``(Q, k, H, W, C)`` and ``(Q, k)`` bool.
+        """
+        split = self.splits[prefix]
+        c = self.codes[prefix][(method, self.n_bits)]
+        ql = self.labels[split.query]
+        _, first = np.unique(ql, return_index=True)
+        pick = np.sort(first)[:n_queries]
+        idx, _ = hamming.topk(c.query[pick], c.database, k)
+        results = split.database[idx]
+        relevant = self.labels[results] == ql[pick][:, None]
+        return self.images[split.query[pick]], self.images[results], relevant
+
+    def pr_curves(self, prefix: str) -> dict:
+        """``{method: (recall, precision)}`` Hamming-radius PR curves (for the figure)."""
+        split = self.splits[prefix]
+        return evaluation.curves_by_method(self.codes[prefix], self.labels[split.query],
+                                           self.labels[split.database], self.n_bits, "pr")
+
+
+def label_stage_summary(exp: Experiment, pixel_knn: bool = True) -> dict:
+    """What DSTH's unsupervised stage produced on the training images (sec. 2.1).
+
+    Keys: ``graph_components`` (of the kNN graph; 1 = connected),
+    ``knn_label_precision_cnn`` (fraction of the ``k`` graph neighbours that
+    share the image's class, CNN features; only with labelled training
+    images), ``knn_label_precision_pixels`` (the same in pixel space, the
+    graph STH builds), ``hash_label_balance`` (mean fraction of ones per bit),
+    ``hash_labels_reproduced`` (fraction of training hash-label bits the hash
+    function outputs), ``eigenvalue_min`` / ``eigenvalue_max``.
+    """
+    h = exp.hashers["dsth"]
+    split = next(iter(exp.splits.values()))
+    y = exp.labels[split.train]
+    out = {"graph_components": h.graph_components_,
+           "hash_label_balance": float(h.hash_labels_.mean()),
+           "hash_labels_reproduced": h.label_fit_,
+           "eigenvalue_min": float(h.eigenvalues_[0]),
+           "eigenvalue_max": float(h.eigenvalues_[-1])}
+    if (y >= 0).all():
+        out["knn_label_precision_cnn"] = graph.label_precision(h.neighbors_, y)
+        if pixel_knn:
+            pixels = evaluation.as_vectors(exp.images[split.train])
+            idx, _ = graph.knn(pixels, h.k, metric="cosine")
+            out["knn_label_precision_pixels"] = graph.label_precision(idx, y)
+    return out
+
+
+def above_until(table, method: str, rival: str) -> float:
+    """Largest recall level up to which ``method``'s precision is >= ``rival``'s at every level.
+
+    ``table`` is :meth:`Experiment.recall_table` output. Returns 0.0 when
+    ``method`` is already below at recall 0.1, and 1.0 when it is never below.
+    """
+    last = 0.0
+    for level in RECALL_LEVELS:
+        col = f"P@R={level}"
+        if table.loc[method, col] < table.loc[rival, col]:
+            break
+        last = level
+    return last
+
+
+def _stl10_pool(n_train: Optional[int], seed: int, root):
+    unl = data.load("stl10", "unlabeled", root=root)
+    test = data.load("stl10", "test", root=root)
+    n_unl = len(unl.images)
+    n_s = n_unl if n_train is None or n_train >= n_unl else int(n_train)
+    path = config.cache_dir("splits") / f"stl10-unlabeled-sample-{cache.key(n_unl, n_s, seed)}.npz"
+    pick = cache.cached_arrays(path, lambda: {"index": np.sort(
+        np.random.default_rng(seed).choice(n_unl, n_s, replace=False))})["index"]
+    images = np.concatenate([unl.images[pick], test.images])
+    labels = np.concatenate([np.full(n_s, -1, dtype=np.int64), test.labels])
+    return images, labels, n_s, {"stl10 unlabeled": unl.source, "stl10 test": test.source}
+
+
+def _stl10_split(n_s: int, n_test: int, seed: int, root, **query) -> protocols.Split:
+    base, overrides = _base_protocol(query.get("query_per_class"), query.get("n_query"))
+    q = protocols.get_split("stl10", base, seed, root=root, **overrides)
+    local = q.query - q.n_train_split            # positions within the test split
+    query_idx = n_s + local
+    database = np.setdiff1d(np.arange(n_s, n_s + n_test), query_idx)
+    name = base.replace("-train", "-test")
+    overrides = {**overrides, "n_train_unlabeled": n_s}
+    name += "[" + ",".join(f"{k}={v}" for k, v in overrides.items()) + "]"
+    return dataclasses.replace(
+        q, protocol=name, name=name, query=query_idx.astype(np.int64),
+        database=database.astype(np.int64), train=np.arange(n_s, dtype=np.int64),
+        n_train_split=n_s, n_test_split=n_test,
+        description=(f"queries from the test split ({local.size}), the other test images as "
+                     f"database; training on {n_s} random unlabeled images"))
+
+
+def run_experiment(dataset: str, n_bits: int, *, queries: Mapping[str, Mapping],
+                   n_train: Optional[int] = None,
+                   methods: Sequence[str] = ("dsth", "cnnh", "sh", "sph", "sth", "itq"),
+                   dsth: Optional[Mapping] = None, cnnh: Optional[Mapping] = None,
+                   baselines: Optional[Mapping] = None,
+                   pixel_side: Optional[int] = None, metric_keys: Sequence[str] = METRIC_KEYS,
+                   seed: int = 0, root=None, progress: bool = True) -> Experiment:
+    """DSTH against CNNH and shallow baselines on one dataset (sec. 3, Fig. 2 and 3).
+
+    Every method trains once per protocol on the same training images and
+    is evaluated on each protocol's queries and database with
+    :func:`hashstudy.evaluation.compare`; trained networks, hash labels and
+    CNNH's stage-1 codes are cached, so the second protocol only re-encodes.
+
+    Parameters
+    ----------
+    dataset : {"mnist", "stl10", ...}
+        A dataset with labelled train and test splits, or ``"stl10"``: then
+        the training images are ``n_train`` random unlabeled images, the
+        label-stage CNN of DSTH and CNNH train on the labelled training split,
+        and queries and database come from the test split.
+    n_bits : int
+        Code length (64 for MNIST, 48 for STL-10 in the paper).
+    queries : {prefix: {"query_per_class": q} or {"n_query": m}}
+        The query protocols, each reported under its own metric-key prefix
+        (see :func:`test_query_split`).
+    n_train : int, optional
+        Training images (the paper: 30,000 on MNIST, 10,000 on STL-10).
+    methods : sequence of str
+        ``"dsth"``, ``"cnnh"`` and names of :mod:`hashstudy.baselines`.
+    dsth, cnnh : dict
+        Keyword arguments of :class:`DSTH` and :class:`hashstudy.cnnh.CNNH`
+        (``input_shape`` and ``seed`` are set here).
+    baselines : {name: dict}
+        Keyword arguments per baseline (e.g. ``{"sth": {"k": 25}}``).
+    pixel_side : int, optional
+        Block-average the images to ``side x side`` for the shallow baselines
+        (their PCA needs a D x D covariance); default full resolution.
+    metric_keys : sequence of str
+    seed : int
+    root : path, optional
+        Data root (default ``HASHSTUDY_DATA``).
+
+    Returns
+    -------
+    Experiment
+    """
+    import pandas as pd
+
+    if not queries:
+        raise ValueError("give at least one query protocol")
+    dsth, cnnh, baselines = dict(dsth or {}), dict(cnnh or {}), dict(baselines or {})
+    bits = config.check_bits(n_bits)[0]
+    sources = {}
+    labelled = None
+    if dataset == "stl10":
+        images, labels, n_s, sources = _stl10_pool(n_train, seed, root)
+        train = data.load("stl10", "train", root=root)
+        sources["stl10 train"] = train.source
+        labelled = (train.images, train.labels)
+        n_test = len(images) - n_s
+        splits = {p: _stl10_split(n_s, n_test, seed, root, **q) for p, q in queries.items()}
+    else:
+        images, labels, _ = protocols.load_pool(dataset, root=root)
+        sources[dataset] = data.load(dataset, "test", root=root).source
+        splits = {p: test_query_split(dataset, seed=seed, n_train=n_train, root=root, **q)
+                  for p, q in queries.items()}
+    shape = images.shape[1:]
+    deep_rows = lambda idx: images[idx]  # noqa: E731
+    pixel_rows = _pixel_rows(images, pixel_side)
+    made: dict = {}
+
+    def factory(method):
+        def make(b):
+            if method == "dsth":
+                h = _Rows(DSTH(b, shape, **{"labelled": labelled, "progress": progress,
+                                            **dsth, "seed": seed}), deep_rows)
+            elif method == "cnnh":
+                net = CNNH(b, shape, **{"progress": progress, **cnnh, "seed": seed})
+                h = _Rows(net, deep_rows, fixed_training=labelled)
+            else:
+                h = _Rows(shallow.make(method, b, seed=seed, **baselines.get(method, {})),
+                          pixel_rows)
+            made[method] = h.hasher
+            return h
+        make.supervised = method in ("dsth", "cnnh") or method in shallow.SUPERVISED
+        return make
+
+    extra = {m: factory(m) for m in methods}
+    index = np.arange(len(images))[:, None]
+    tables, codes = [], {}
+    for prefix, split in splits.items():
+        t, c = evaluation.compare(list(methods), [bits], index, labels, split, seed=seed,
+                                  metric_keys=list(metric_keys), extra=extra,
+                                  progress=progress)
+        t.insert(0, "prefix", prefix)
+        tables.append(t)
+        codes[prefix] = c
+    return Experiment(dataset, bits, splits, pd.concat(tables, ignore_index=True), codes,
+                      labels, images, {m: made[m] for m in ("dsth", "cnnh") if m in made},
+                      sources)

@@ -1,0 +1,140 @@
+"""DSTH (conference version): label stage, hash function, protocols and the STL-10 path."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from hashstudy import dsth, metrics, synthetic, training
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small networks train fastest on one thread (and do not fight parallel tests)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _data(n, seed, n_classes=4):
+    labels = np.arange(n) % n_classes
+    return synthetic.class_images(labels, n_classes, size=16, channels=1, seed=seed), labels
+
+
+def _small(**kw):
+    params = dict(k=5, widths=(4, 8, 8), hidden=32, feature_epochs=8, hash_epochs=15,
+                  batch_size=16, lr=3e-3, progress=False)
+    params.update(kw)
+    return dsth.DSTH(8, (16, 16, 1), **params)
+
+
+def test_dsth_learns_hash_labels_and_a_hash_function():
+    train_x, train_y = _data(96, 0)
+    test_x, test_y = _data(40, 1)
+    hasher = _small().fit(train_x, train_y)
+    assert hasher.hash_labels_.shape == (96, 8) and hasher.hash_labels_.dtype == np.uint8
+    assert hasher.embedding_.shape == (96, 8) and np.all(np.diff(hasher.eigenvalues_) >= 0)
+    # the separable classes are components of the kNN graph of CNN features, so
+    # the first n_classes - 1 eigenvectors (zero eigenvalue) split them exactly
+    first = hasher.hash_labels_[:, :3]
+    assert np.allclose(hasher.eigenvalues_[:3], 0, atol=1e-6)
+    assert metrics.mean_average_precision(first, first, train_y, train_y, topk=None) == 1.0
+    # the learned hash function reproduces most label bits and generalises to new images
+    assert hasher.label_fit_ > 0.75
+    q, db = hasher.encode(test_x), hasher.encode(train_x)
+    assert q.shape == (40, 8) and set(np.unique(q)) <= {0, 1}
+    assert metrics.mean_average_precision(q, db, test_y, train_y, topk=None) > 0.9
+
+
+def test_without_supervised_stage_the_knn_extension_encodes_new_images():
+    train_x, train_y = _data(96, 0)
+    test_x, test_y = _data(40, 1)
+    hasher = _small(supervised_stage=False).fit(train_x, train_y)
+    assert hasher.hash_net_ is None
+    q = hasher.encode(test_x)
+    # chance is about 0.27 here
+    assert metrics.mean_average_precision(q, hasher.hash_labels_, test_y, train_y,
+                                          topk=None) > 0.7
+
+
+@pytest.mark.parametrize("rule", ["zero", "mean", "median"])
+def test_threshold_rule_sets_the_bit_thresholds(rule):
+    x, y = _data(64, 0)
+    hasher = _small(threshold=rule, hash_epochs=1).fit(x, y)
+    Y = hasher.embedding_
+    expected = {"zero": np.zeros(8), "mean": Y.mean(0), "median": np.median(Y, 0)}[rule]
+    assert np.allclose(hasher.thresholds_, expected)
+    assert np.array_equal(hasher.hash_labels_, (Y >= expected).astype(np.uint8))
+
+
+def test_second_fit_loads_every_stage_from_the_cache(monkeypatch):
+    x, y = _data(48, 0)
+    first = _small(feature_epochs=2, hash_epochs=2).fit(x, y)
+
+    def no_training(*a, **k):
+        raise AssertionError("trained again instead of loading the cached weights")
+
+    monkeypatch.setattr(training, "fit", no_training)
+    second = _small(feature_epochs=2, hash_epochs=2).fit(x, y)
+    assert np.array_equal(first.hash_labels_, second.hash_labels_)
+    assert np.array_equal(first.encode(x), second.encode(x))
+
+
+def test_label_stage_needs_class_labels():
+    x, _ = _data(32, 0)
+    with pytest.raises(ValueError, match="class labels"):
+        _small().fit(x)
+    with pytest.raises(ValueError, match="labelled"):
+        _small().fit(x, np.full(32, -1))
+    with pytest.raises(ValueError, match="threshold"):
+        _small(threshold="otsu")
+
+
+def test_test_query_split_uses_the_test_split_as_database(isolated_dirs):
+    synthetic.write_mnist_idx(isolated_dirs / "data", 300, 100, seed=0)
+    split = dsth.test_query_split("mnist", seed=3, query_per_class=2, n_train=120)
+    n_tr = split.n_train_split
+    assert split.query.size == 20 and split.train.size == 120
+    assert np.all(split.query >= n_tr) and np.all(split.database >= n_tr)
+    assert np.all(split.train < n_tr)
+    assert np.intersect1d(split.query, split.database).size == 0
+    assert split.query.size + split.database.size == split.n_test_split
+    assert split.name == "test10pc-test[query_per_class=2,n_train=120]"
+    again = dsth.test_query_split("mnist", seed=3, query_per_class=2, n_train=120)
+    assert np.array_equal(split.query, again.query) and np.array_equal(split.train, again.train)
+
+
+def test_stl10_path_on_tiny_binary_files(isolated_dirs):
+    synthetic.write_stl10_binary(isolated_dirs / "data", n_train=40, n_test=40,
+                                 n_unlabeled=60, seed=0)
+    exp = dsth.run_experiment(
+        "stl10", 8, queries={"stl10": {"query_per_class": 1}}, n_train=50,
+        methods=("dsth", "cnnh", "itq"), pixel_side=8, progress=False,
+        dsth=dict(k=5, widths=(4, 4, 4), hidden=16, feature_epochs=2, hash_epochs=2,
+                  batch_size=16),
+        cnnh=dict(widths=(4, 4, 4), hidden=16, epochs=2, batch_size=16))
+    split = exp.splits["stl10"]
+    # training: the unlabeled sample; queries and database: the labelled test split
+    assert split.train.size == 50 and np.all(exp.labels[split.train] == -1)
+    assert split.query.size == 10 and split.database.size == 30
+    assert np.all(exp.labels[split.query] >= 0) and np.all(exp.labels[split.database] >= 0)
+    assert exp.images.shape[1:] == (96, 96, 3)
+    # the label-stage CNN and CNNH learn from the labelled training split
+    assert exp.hashers["dsth"].label_cnn_.out.out_features == 10
+    assert exp.hashers["dsth"].hash_labels_.shape == (50, 8)
+    assert exp.hashers["cnnh"].train_index_.size == 40
+    m = exp.metrics()
+    for method in ("dsth", "cnnh", "itq"):
+        assert 0 <= m[f"stl10/{method}/8/map_all"] <= 1
+        assert f"stl10/{method}/8/precision@recall1.0" in m
+    table = exp.recall_table("stl10")
+    assert list(table.columns)[:2] == ["P@R=0.1", "P@R=0.2"] and "map_all" in table.columns
+
+
+def test_above_until_reads_the_crossing_level():
+    levels = [f"P@R={v}" for v in dsth.RECALL_LEVELS]
+    table = pd.DataFrame([np.linspace(1, 0.1, 10), np.full(10, 0.5)], index=["a", "b"],
+                         columns=levels)
+    assert dsth.above_until(table, "a", "b") == 0.6
+    assert dsth.above_until(table, "b", "a") == 0.0
+    assert dsth.above_until(table, "a", "a") == 1.0
