@@ -1,0 +1,817 @@
+"""Supervised hashing with a latent sigmoid layer and coarse-to-fine search.
+
+The method of the latent-layer CNN paper (Li and Li, "Supervised hashing
+binary code with deep CNN for image retrieval"; the study's notebook
+``02_latent_layer_cnn``):
+
+- **Network** (sec. III-A, Fig. 1): a classification network in which a fully
+  connected latent layer ``H`` of ``h`` sigmoid units sits between the
+  penultimate layer ``F7`` and the classifier ``F8``::
+
+      trunk -> F7 = ReLU(W7 x + b7) -> H = sigmoid(W_H F7 + b_H) -> F8 = W8 H + b8
+
+  trained with the softmax cross-entropy of ``F8`` on class labels, one image
+  at a time (no pairs). :class:`LatentLayerNet` is that network around any
+  *trunk*: the small CNN trained from scratch for MNIST (:class:`SmallCNN`),
+  a pretrained backbone fine-tuned as a whole (:class:`ImageTrunk`), or
+  nothing (``nn.Identity``) when the input is cached backbone features, which
+  trains only ``F7``, ``H`` and ``F8`` (the frozen-backbone CPU setting).
+- **Codes** (eq. 1): ``H^k = 1`` if the activation of unit ``k`` is
+  ``>= 0.5``, else 0 (:func:`binarize`). Codes are ``uint8`` {0, 1} matrices.
+- **Coarse-to-fine search** (sec. III-B, eq. 2, :func:`coarse_to_fine`): the
+  coarse level takes as candidate pool every database item whose Hamming
+  distance to the query is at most a threshold ``r`` (grown, per query, until
+  the pool holds at least ``k`` items); the fine level re-ranks the pool by the
+  Euclidean distance of ``F7`` features, ``S_i = ||V_q - V_i^P||``, and returns
+  the ``k`` closest.
+
+:class:`LatentHasher` wraps training and encoding in the study's hasher shape
+(``fit(X, y)``, ``encode(X) -> {0,1}``; ``supervised = True``), with trained
+weights cached by :func:`hashstudy.training.cached_model`. :func:`experiment`
+trains a hasher on a split and measures everything the paper reports:
+classification accuracy on the test split (Tables 1 and 2) and retrieval
+precision@k of the Hamming ranking and of the coarse-to-fine search
+(Figs. 4 and 6).
+
+Metric keys of :attr:`LatentResult.metrics` (relative to a
+``<dataset>/latent/<bits>/`` prefix in the reports):
+
+``test_accuracy``, ``test_error``
+    Fraction of the dataset's whole test split classified correctly (by
+    ``F8``) / incorrectly.
+``precision@<k>``, ``map@1000``, ``map_all``, ``hd2p``
+    Coarse-only retrieval: the Hamming ranking of the codes (ties by database
+    index), as defined in :mod:`hashstudy.metrics`.
+``min_precision@<K>``
+    The smallest precision@k of the Hamming ranking over ``k = 1..K``.
+``coarse_to_fine/precision@<k>``, ``coarse_to_fine/min_precision@<K>``
+    The same for the coarse-to-fine search asked for ``K`` results
+    (precision@k is the precision of its first ``k`` results).
+``coarse_to_fine/mean_pool_size``, ``coarse_to_fine/mean_pool_radius``
+    Average candidate-pool size and Hamming threshold actually used.
+``near_binary_fraction``
+    Fraction of the database's latent activations below 0.1 or above 0.9:
+    how close to binary the sigmoid units are ("the activations almost
+    equal {0, 1}", sec. III-A).
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import config, features, hamming, metrics, training
+
+__all__ = [
+    "LATENT_VERSION",
+    "TRUNKS",
+    "binarize",
+    "SmallCNN",
+    "ImageTrunk",
+    "LatentLayerNet",
+    "random_shift",
+    "random_flip",
+    "LatentHasher",
+    "pick_backbone",
+    "CoarseToFine",
+    "coarse_to_fine",
+    "precision_at_k_from_ranking",
+    "LatentResult",
+    "experiment",
+    "retrieval_figure",
+    "activation_figure",
+]
+
+#: Version of the training code; part of every cached model's key.
+LATENT_VERSION = "1"
+
+#: Trunks that need no backbone weights; any key of
+#: :data:`hashstudy.features.BACKBONES` is a trunk too (fine-tuned as a whole).
+TRUNKS = ("features", "small_cnn")
+
+
+# --------------------------------------------------------------------------- #
+# Codes (eq. 1)
+# --------------------------------------------------------------------------- #
+
+
+def binarize(activations, threshold: float = 0.5) -> np.ndarray:
+    """Binary codes from latent-layer activations (eq. 1).
+
+    Parameters
+    ----------
+    activations : array_like of float, shape (N, h)
+        Sigmoid outputs of the latent layer ``H``, in [0, 1].
+    threshold : float, default 0.5
+        ``H^k = 1`` where the activation is ``>= threshold``, else 0.
+
+    Returns
+    -------
+    ndarray of uint8, shape (N, h)
+        {0, 1} codes.
+    """
+    a = np.asarray(activations)
+    if a.ndim != 2:
+        raise ValueError(f"activations must have shape (N, h), got {a.shape}")
+    if isinstance(threshold, bool) or not 0.0 <= float(threshold) <= 1.0:
+        raise ValueError(f"threshold must be a number in [0, 1], got {threshold!r}")
+    return (a >= float(threshold)).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- #
+# Networks
+# --------------------------------------------------------------------------- #
+
+
+def _images_to_float(x: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, H, W, C) -> float32 (B, C, H, W) in [0, 1] (channels-last memory)."""
+    if x.dim() != 4:
+        raise ValueError(f"expected images of shape (B, H, W, C), got {tuple(x.shape)}")
+    return x.permute(0, 3, 1, 2).float().div(255.0)
+
+
+class SmallCNN(nn.Module):
+    """A small CNN trained from scratch (the MNIST trunk).
+
+    Three blocks ``conv 3x3 -> batch-norm -> ReLU -> max-pool 2x2`` with
+    ``width``, ``2 width`` and ``4 width`` channels, flattened.
+
+    Parameters
+    ----------
+    in_channels : int, default 1
+    width : int, default 16
+        Channels of the first block.
+    input_size : int, default 28
+        Side of the square input images.
+
+    Input: uint8 images (B, input_size, input_size, in_channels), scaled to
+    [0, 1] inside. Output: float32 (B, :attr:`feature_dim`) with
+    ``feature_dim = 4 width (input_size // 8)^2`` (1,152 for MNIST at width 16).
+    """
+
+    def __init__(self, in_channels: int = 1, width: int = 16, input_size: int = 28):
+        super().__init__()
+        if min(in_channels, width) < 1 or input_size < 8:
+            raise ValueError(f"need in_channels, width >= 1 and input_size >= 8; got "
+                             f"{in_channels}, {width}, {input_size}")
+        layers, c = [], in_channels
+        for out in (width, 2 * width, 4 * width):
+            layers += [nn.Conv2d(c, out, 3, padding=1, bias=False), nn.BatchNorm2d(out),
+                       nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            c = out
+        self.body = nn.Sequential(*layers, nn.Flatten(1))
+        self.input_size = input_size
+        self.feature_dim = 4 * width * (input_size // 8) ** 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[1:3]) != (self.input_size, self.input_size):
+            raise ValueError(f"SmallCNN expects {self.input_size}x{self.input_size} images, "
+                             f"got {tuple(x.shape[1:3])}")
+        return self.body(_images_to_float(x))
+
+
+class ImageTrunk(nn.Module):
+    """A pretrained backbone that takes uint8 images, for fine-tuning as a whole.
+
+    Parameters
+    ----------
+    backbone : hashstudy.features.Backbone
+    input_size : int
+        Images are resized to ``input_size`` x ``input_size`` and normalised
+        with :func:`hashstudy.features.preprocess` (the preprocessing of the
+        cached features), then passed through ``backbone.trunk()`` (a copy,
+        every parameter trainable).
+
+    Input: uint8 images (B, H, W, C), C = 1 or 3. Output: float32
+    (B, ``backbone.feature_dim``).
+    """
+
+    def __init__(self, backbone: "features.Backbone", input_size: int):
+        super().__init__()
+        self.net = backbone.trunk()
+        self.size = int(input_size)
+        self.mean, self.std = backbone.mean, backbone.std
+        self.feature_dim = backbone.feature_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        device = next(self.net.parameters()).device
+        x = features.preprocess(x.detach().cpu().numpy(), self.size, self.mean, self.std)
+        return self.net(x.to(device))
+
+
+class LatentLayerNet(nn.Module):
+    """Trunk -> F7 -> latent sigmoid layer H -> classifier F8 (sec. III-A, Fig. 1).
+
+    Parameters
+    ----------
+    trunk : nn.Module
+        Maps the input to (B, trunk_dim) float features (``nn.Identity`` for
+        cached features).
+    trunk_dim : int
+        Output length of the trunk.
+    n_classes : int
+        Outputs of F8.
+    bits : int
+        Units ``h`` of the latent layer = code length.
+    fc7_dim : int, default 512
+        Units of F7 (``Linear + ReLU``); its activations are the features of
+        the fine-level search (eq. 2).
+    dropout : float, default 0.5
+        Dropout probability on the trunk's output and on F7 (AlexNet applies
+        dropout before fc7 and fc8), active in training only.
+
+    ``forward(x)`` returns the logits of F8, shape (B, n_classes);
+    :meth:`embed` returns F7, the latent activations and the logits.
+    Inputs are moved to the device of the network's parameters.
+    """
+
+    def __init__(self, trunk: nn.Module, trunk_dim: int, n_classes: int, bits: int,
+                 fc7_dim: int = 512, dropout: float = 0.5):
+        super().__init__()
+        (bits,) = config.check_bits(bits)
+        if n_classes < 2 or fc7_dim < 1 or trunk_dim < 1:
+            raise ValueError(f"need n_classes >= 2, fc7_dim >= 1 and trunk_dim >= 1; got "
+                             f"{n_classes}, {fc7_dim}, {trunk_dim}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")
+        self.trunk = trunk
+        self.drop6 = nn.Dropout(dropout)
+        self.fc7 = nn.Sequential(nn.Linear(trunk_dim, fc7_dim), nn.ReLU(inplace=True))
+        self.drop7 = nn.Dropout(dropout)
+        self.latent = nn.Linear(fc7_dim, bits)
+        self.fc8 = nn.Linear(bits, n_classes)
+
+    def embed(self, x: torch.Tensor):
+        """``(F7, H, logits)``: float32 (B, fc7_dim), (B, bits) in (0, 1), (B, n_classes)."""
+        x = x.to(self.fc8.weight.device)
+        f7 = self.fc7(self.drop6(self.trunk(x)))
+        h = torch.sigmoid(self.latent(self.drop7(f7)))
+        return f7, h, self.fc8(h)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.embed(x)[2]
+
+
+# --------------------------------------------------------------------------- #
+# Augmentation (applied to uint8 image batches during training)
+# --------------------------------------------------------------------------- #
+
+
+def random_shift(images: torch.Tensor, max_shift: int) -> torch.Tensor:
+    """Translate each image by a random integer offset in ``[-max_shift, max_shift]``^2.
+
+    Parameters
+    ----------
+    images : uint8 tensor (B, H, W, C)
+    max_shift : int, >= 0
+
+    Returns
+    -------
+    uint8 tensor (B, H, W, C)
+        Pixels shifted in from outside are 0. Offsets come from torch's global
+        generator (seeded by :func:`hashstudy.training.fit`).
+    """
+    if max_shift <= 0:
+        return images
+    b, h, w, _ = images.shape
+    p = int(max_shift)
+    padded = nn.functional.pad(images, (0, 0, p, p, p, p))
+    oy = torch.randint(0, 2 * p + 1, (b, 1, 1))
+    ox = torch.randint(0, 2 * p + 1, (b, 1, 1))
+    rows = oy + torch.arange(h).view(1, h, 1)
+    cols = ox + torch.arange(w).view(1, 1, w)
+    return padded[torch.arange(b).view(b, 1, 1), rows, cols]
+
+
+def random_flip(images: torch.Tensor) -> torch.Tensor:
+    """Mirror each uint8 image (B, H, W, C) left-right with probability 1/2."""
+    mask = torch.rand(images.shape[0]) < 0.5
+    return torch.where(mask.view(-1, 1, 1, 1), images.flip(2), images)
+
+
+# --------------------------------------------------------------------------- #
+# The hasher
+# --------------------------------------------------------------------------- #
+
+
+def pick_backbone(preferred: str = "auto") -> str:
+    """The backbone to use: AlexNet (the paper's) where its weights are here, else Lite0.
+
+    ``preferred="auto"`` returns ``"alexnet"`` when
+    :func:`hashstudy.features.available_backbones` finds its weights on this
+    machine and ``"efficientnet_lite0"`` otherwise; any other value must be a
+    key of :data:`hashstudy.features.BACKBONES` and is returned as is.
+    """
+    if preferred != "auto":
+        config.check_choice("backbone", preferred, ["auto", *features.BACKBONES])
+        return preferred
+    return "alexnet" if features.available_backbones().get("alexnet") is True \
+        else "efficientnet_lite0"
+
+
+def _digest(*arrays: np.ndarray) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype}{a.shape}".encode())
+        h.update(memoryview(a).cast("B"))
+    return h.hexdigest()
+
+
+class LatentHasher:
+    """The latent-layer network as a hasher: ``fit(X, y)``, ``encode(X) -> {0,1}``.
+
+    Parameters
+    ----------
+    n_bits : int, default 48
+        Units ``h`` of the latent layer.
+    trunk : str, default "features"
+        ``"features"``: ``X`` is a float matrix (N, D) of cached backbone
+        features and only F7, H and F8 are trained (frozen backbone).
+        ``"small_cnn"``: ``X`` is uint8 images (N, H, W, C) and a
+        :class:`SmallCNN` is trained from scratch with the layers on top.
+        A key of :data:`hashstudy.features.BACKBONES` (e.g.
+        ``"efficientnet_lite0"``, ``"alexnet"``): ``X`` is uint8 images and the
+        pretrained backbone is fine-tuned with the layers on top, the paper's
+        setting (a GPU is needed at full size; see ``device``).
+    fc7_dim, dropout : int, float
+        See :class:`LatentLayerNet`.
+    width : int, default 16
+        ``"small_cnn"`` only: channels of its first block.
+    input_size : int, default 128
+        Backbone trunks only: side of the network input.
+    epochs, batch_size, lr, optimizer, weight_decay, schedule
+        Passed to :func:`hashstudy.training.fit` (cross-entropy of F8).
+    shift : int, default 0
+        Image trunks: random translations of up to ``shift`` pixels in training.
+    flip : bool, default False
+        Image trunks: random left-right mirroring in training.
+    threshold : float, default 0.5
+        Binarisation threshold of eq. 1 (used by :meth:`encode` only, so
+        changing it never retrains).
+    seed : int, default 0
+        Seeds the initialisation, the batch order, dropout and augmentation.
+    cache : bool, default True
+        Keep trained weights in ``<cache>/models`` keyed by the training data
+        (a SHA-256 of ``X`` and ``y``) and every parameter above except
+        ``threshold``; a later ``fit`` with the same inputs loads them.
+    device : str, optional
+        Where to train and encode (default: CUDA when available, else CPU).
+    progress : bool, default True
+
+    Attributes (after ``fit``)
+    --------------------------
+    model_ : LatentLayerNet (eval mode)
+    info_ : dict
+        Training history (``loss`` per epoch, ``seconds``) as saved with the weights.
+    loaded_ : bool
+        Whether the weights came from the cache.
+    """
+
+    supervised = True
+
+    def __init__(self, n_bits: int = 48, *, trunk: str = "features", fc7_dim: int = 512,
+                 dropout: float = 0.5, width: int = 16, input_size: int = 128, epochs: int = 10,
+                 batch_size: int = 128, lr: float = 1e-3, optimizer: str = "adam",
+                 weight_decay: float = 0.0, schedule: str = "cosine", shift: int = 0,
+                 flip: bool = False, threshold: float = 0.5, seed: int = 0, cache: bool = True,
+                 device: Optional[str] = None, progress: bool = True):
+        (self.n_bits,) = config.check_bits(n_bits)
+        config.check_choice("trunk", trunk, [*TRUNKS, *features.BACKBONES])
+        config.check_choice("optimizer", optimizer, training.OPTIMIZERS)
+        config.check_choice("schedule", schedule, training.SCHEDULES)
+        binarize(np.zeros((1, 1)), threshold)  # validates the threshold
+        if shift < 0 or epochs < 0:
+            raise ValueError(f"need shift >= 0 and epochs >= 0; got {shift}, {epochs}")
+        self.trunk, self.fc7_dim, self.dropout, self.width = trunk, fc7_dim, dropout, width
+        self.input_size, self.epochs, self.batch_size, self.lr = input_size, epochs, batch_size, lr
+        self.optimizer, self.weight_decay, self.schedule = optimizer, weight_decay, schedule
+        self.shift, self.flip, self.threshold, self.seed = shift, flip, threshold, seed
+        self.cache, self.progress = cache, progress
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+    # -- description -------------------------------------------------------
+    @property
+    def images_in(self) -> bool:
+        """Whether ``X`` is uint8 images (else float features)."""
+        return self.trunk != "features"
+
+    def describe(self) -> str:
+        """The trunk in words, for reports (names the backbone)."""
+        if self.trunk == "features":
+            return "fixed backbone features; F7, H and F8 trained"
+        if self.trunk == "small_cnn":
+            return f"small CNN (width {self.width}) trained from scratch"
+        return f"{self.trunk} fine-tuned as a whole at {self.input_size} px"
+
+    def _hyper(self) -> dict:
+        return {k: getattr(self, k) for k in (
+            "n_bits", "trunk", "fc7_dim", "dropout", "width", "input_size", "epochs",
+            "batch_size", "lr", "optimizer", "weight_decay", "schedule", "shift", "flip", "seed")}
+
+    # -- building ----------------------------------------------------------
+    def _check_X(self, X) -> np.ndarray:
+        X = np.asarray(X)
+        if self.images_in:
+            if X.dtype != np.uint8 or X.ndim != 4 or X.shape[-1] not in (1, 3):
+                raise ValueError(f"trunk {self.trunk!r} takes uint8 images (N, H, W, C) with C "
+                                 f"in (1, 3); got {X.dtype} {X.shape}")
+        elif X.ndim != 2 or not np.issubdtype(X.dtype, np.floating):
+            raise ValueError(f"trunk 'features' takes a float feature matrix (N, D); got "
+                             f"{X.dtype} {X.shape} (use trunk='small_cnn' or a backbone for "
+                             "images)")
+        if len(X) == 0:
+            raise ValueError("X is empty")
+        return X
+
+    def _build(self, sample_shape: tuple, n_classes: int) -> LatentLayerNet:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            if self.trunk == "features":
+                trunk, dim = nn.Identity(), sample_shape[-1]
+            elif self.trunk == "small_cnn":
+                if sample_shape[0] != sample_shape[1]:
+                    raise ValueError(f"small_cnn needs square images, got {sample_shape[:2]}")
+                trunk = SmallCNN(sample_shape[-1], self.width, sample_shape[0])
+                dim = trunk.feature_dim
+            else:
+                trunk = ImageTrunk(features.load_backbone(self.trunk), self.input_size)
+                dim = trunk.feature_dim
+            model = LatentLayerNet(trunk, dim, n_classes, self.n_bits, self.fc7_dim,
+                                   self.dropout)
+        return model.to(self.device)
+
+    def _augment(self, x: torch.Tensor) -> torch.Tensor:
+        if self.shift:
+            x = random_shift(x, self.shift)
+        if self.flip:
+            x = random_flip(x)
+        return x
+
+    # -- the hasher interface ---------------------------------------------
+    def fit(self, X, y) -> "LatentHasher":
+        """Train the network on ``X`` with class labels ``y`` (int, 0..C-1), shape (N,)."""
+        X = self._check_X(X)
+        y = np.asarray(y)
+        if y.shape != (len(X),) or not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
+            raise ValueError(f"y must hold {len(X)} non-negative integer labels, got "
+                             f"{y.dtype} {y.shape}")
+        n_classes = max(2, int(y.max()) + 1)
+        xs = torch.from_numpy(np.ascontiguousarray(X if self.images_in else X.astype(np.float32)))
+        ys = torch.from_numpy(y.astype(np.int64))
+        device = self.device
+
+        def loss_fn(model, xb, yb):
+            return nn.functional.cross_entropy(model(xb), yb.to(device))
+
+        def train(model):
+            history = training.fit(
+                model, (xs, ys), loss_fn, epochs=self.epochs, batch_size=self.batch_size,
+                lr=self.lr, optimizer=self.optimizer, weight_decay=self.weight_decay,
+                schedule=self.schedule, seed=self.seed,
+                transform=self._augment if self.images_in else None, progress=self.progress,
+                desc=f"latent layer ({self.trunk}, {self.n_bits} bits)")
+            return {"loss": history.loss, "seconds": history.seconds}
+
+        def build():
+            return self._build(X.shape[1:], n_classes)
+
+        if self.cache:
+            key = {"version": LATENT_VERSION, "data": _digest(X, y), "n_classes": n_classes,
+                   **self._hyper()}
+            if self.images_in and self.trunk != "small_cnn":
+                key["weights"] = features._weights_identity(features.BACKBONES[self.trunk])
+            model, info, loaded = training.cached_model(
+                f"latent-{self.trunk}-{self.n_bits}b", key, build, train)
+            model.to(self.device)
+        else:
+            model = build()
+            info, loaded = train(model), False
+            model.eval()
+        self.model_, self.info_, self.loaded_ = model, info, loaded
+        self.n_classes_ = n_classes
+        return self
+
+    def _check_fitted(self):
+        if not hasattr(self, "model_"):
+            raise RuntimeError("this LatentHasher is not fitted yet; call fit(X, y) first")
+
+    def embed(self, X, batch_size: int = 256):
+        """F7 features, latent activations and logits of ``X``.
+
+        Returns
+        -------
+        fc7 : float32 (N, fc7_dim)
+        activations : float32 (N, n_bits), in (0, 1)
+        logits : float32 (N, n_classes)
+        """
+        self._check_fitted()
+        X = self._check_X(X)
+        if not self.images_in:
+            X = X.astype(np.float32)
+        out = training.predict(self.model_, torch.from_numpy(np.ascontiguousarray(X)),
+                               batch_size=batch_size, fn=lambda m, b: torch.cat(m.embed(b), 1))
+        f, h = self.fc7_dim, self.n_bits
+        return out[:, :f], out[:, f:f + h], out[:, f + h:]
+
+    def encode(self, X) -> np.ndarray:
+        """{0,1} codes, uint8 (N, n_bits): latent activations ``>= threshold`` (eq. 1)."""
+        return binarize(self.embed(X)[1], self.threshold)
+
+    def predict(self, X) -> np.ndarray:
+        """Predicted classes (argmax of F8), int64 (N,)."""
+        return self.embed(X)[2].argmax(1).astype(np.int64)
+
+
+# --------------------------------------------------------------------------- #
+# Coarse-to-fine search (sec. III-B)
+# --------------------------------------------------------------------------- #
+
+
+@dataclass
+class CoarseToFine:
+    """Result of :func:`coarse_to_fine` for Q queries.
+
+    Attributes
+    ----------
+    indices : int64 (Q, k)
+        Database positions of the returned items, closest first (Euclidean
+        distance of the features; ties by Hamming distance, then index).
+    pool_radius : int64 (Q,)
+        Hamming threshold used for each query (the requested radius, or the
+        smallest larger one whose pool holds ``k`` items).
+    pool_size : int64 (Q,)
+        Number of candidates in each query's pool.
+    """
+
+    indices: np.ndarray
+    pool_radius: np.ndarray
+    pool_size: np.ndarray
+
+
+def coarse_to_fine(query_codes, db_codes, query_features, db_features, k: int,
+                   radius: int = 0) -> CoarseToFine:
+    """Coarse-to-fine search (sec. III-B): Hamming pool, Euclidean re-ranking (eq. 2).
+
+    Coarse level: the pool ``P`` of a query is every database item within
+    Hamming distance ``<= r`` of the query's code, where ``r`` starts at
+    ``radius`` and grows (per query) until ``P`` holds at least ``k`` items
+    (all items if the database is smaller than ``k``). Fine level: the pool is
+    ranked by ``S_i = ||V_q - V_i^P||`` (eq. 2) and the ``k`` closest are
+    returned.
+
+    Parameters
+    ----------
+    query_codes : {0,1} array (Q, bits) or PackedCodes
+    db_codes : {0,1} array (N, bits) or PackedCodes
+    query_features : float array (Q, D)
+    db_features : float array (N, D)
+        ``F7`` features ``V`` of the queries and the database.
+    k : int, >= 1
+        Number of results; ``k > N`` returns all ``N``.
+    radius : int, >= 0
+        Initial Hamming threshold of the pool.
+
+    Returns
+    -------
+    CoarseToFine
+    """
+    if isinstance(radius, (bool, np.bool_)) or not isinstance(radius, (int, np.integer)) \
+            or radius < 0:
+        raise ValueError(f"radius must be a non-negative integer, got {radius!r}")
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    q, d = hamming.pack(query_codes), hamming.pack(db_codes)
+    qf, df = np.asarray(query_features), np.asarray(db_features)
+    if qf.ndim != 2 or df.ndim != 2 or qf.shape[1] != df.shape[1] \
+            or len(qf) != len(q) or len(df) != len(d):
+        raise ValueError(f"features must be (Q, D) and (N, D) matching {len(q)} query and "
+                         f"{len(d)} database codes; got {qf.shape} and {df.shape}")
+    n = len(d)
+    if n == 0:
+        raise ValueError("the database is empty")
+    k = min(int(k), n)
+    counts = hamming.histograms(q, d).counts                 # (Q, bits + 1)
+    reach = np.cumsum(counts, axis=1) >= k
+    needed = reach.argmax(axis=1)                             # smallest radius holding k items
+    radii = np.maximum(needed, min(int(radius), q.bits)).astype(np.int64)
+    sizes = np.cumsum(counts, axis=1)[np.arange(len(q)), radii].astype(np.int64)
+    out = np.empty((len(q), k), dtype=np.int64)
+    for r in np.unique(radii):
+        rows = np.flatnonzero(radii == r)
+        hits = hamming.radius_search(q[rows], d, int(r))
+        for j, i in enumerate(rows):
+            pool = hits.row(j)                                 # in (Hamming, index) order
+            diff = df[pool] - qf[i]
+            dist = np.einsum("ij,ij->i", diff, diff)
+            out[i] = pool[np.argsort(dist, kind="stable")[:k]]
+    return CoarseToFine(out, radii, sizes)
+
+
+def precision_at_k_from_ranking(ranked_labels, query_labels, ks=None) -> np.ndarray:
+    """Mean precision@k of explicit rankings (any ranking, not only Hamming).
+
+    Parameters
+    ----------
+    ranked_labels : int array (Q, K)
+        Labels of each query's returned items, best first.
+    query_labels : int array (Q,)
+    ks : int or sequence of int, optional
+        Cut-offs ``>= 1``; ``k > K`` counts as ``K``. Default: every
+        ``k = 1..K`` (a curve).
+
+    Returns
+    -------
+    float64 array
+        ``mean_q (relevant items among the first k) / k``, one value per
+        cut-off (shape (K,) for the default); a float for a scalar ``ks``.
+    """
+    ranked = np.asarray(ranked_labels)
+    ql = np.asarray(query_labels)
+    if ranked.ndim != 2 or ql.shape != (ranked.shape[0],) or ranked.shape[1] == 0:
+        raise ValueError(f"need ranked_labels (Q, K) with K >= 1 and query_labels (Q,); got "
+                         f"{ranked.shape} and {ql.shape}")
+    hits = np.cumsum(ranked == ql[:, None], axis=1).mean(axis=0)
+    curve = hits / np.arange(1, ranked.shape[1] + 1)
+    if ks is None:
+        return curve
+    values = [ks] if np.ndim(ks) == 0 else list(ks)
+    if any(isinstance(v, (bool, np.bool_)) or int(v) != v or v < 1 for v in values):
+        raise ValueError(f"cut-offs must be positive integers, got {ks!r}")
+    out = curve[np.minimum(np.asarray(values, dtype=np.int64), ranked.shape[1]) - 1]
+    return float(out[0]) if np.ndim(ks) == 0 else out
+
+
+# --------------------------------------------------------------------------- #
+# The experiment of sec. IV
+# --------------------------------------------------------------------------- #
+
+
+@dataclass
+class LatentResult:
+    """Everything :func:`experiment` measured; see the module docstring for ``metrics``.
+
+    Attributes
+    ----------
+    hasher : LatentHasher (fitted)
+    metrics : dict str -> float
+    curves : {"Hamming ranking": (k, p), "coarse-to-fine": (k, p)}
+        precision@k for ``k = 1..max_k``.
+    query_index, database_index : int64 (Q,), (N,)
+        Pool positions of the queries and the database (the split's).
+    query_codes, database_codes : uint8 (Q, bits), (N, bits)
+    coarse_top : int64 (Q, n_show)
+        Database positions of each query's first results by Hamming ranking.
+    fine : CoarseToFine
+        The coarse-to-fine search asked for ``max_k`` results.
+    activation_counts, activation_edges : histogram of the database's latent
+        activations (50 bins over [0, 1]).
+    seconds : float
+        Wall time of :func:`experiment` (training included unless cached).
+    """
+
+    hasher: LatentHasher
+    metrics: dict
+    curves: dict
+    query_index: np.ndarray = field(repr=False)
+    database_index: np.ndarray = field(repr=False)
+    query_codes: np.ndarray = field(repr=False)
+    database_codes: np.ndarray = field(repr=False)
+    coarse_top: np.ndarray = field(repr=False)
+    fine: CoarseToFine = field(repr=False)
+    activation_counts: np.ndarray = field(repr=False)
+    activation_edges: np.ndarray = field(repr=False)
+    seconds: float = 0.0
+
+
+def experiment(hasher: LatentHasher, X, labels, split, *, pool_radius: int = 2,
+               max_k: int = 1000, ks: Sequence[int] = (1, 10, 100, 500, 1000),
+               n_show: int = 10) -> LatentResult:
+    """Train the latent-layer network on a split and measure sec. IV's numbers.
+
+    Parameters
+    ----------
+    hasher : LatentHasher
+        Configured, not necessarily fitted; fitted here on ``X[split.train]``.
+    X : array indexed by pool position
+        uint8 images (N_pool, H, W, C) or float features (N_pool, D), as the
+        hasher's trunk expects.
+    labels : int array (N_pool,)
+    split : hashstudy.protocols.Split
+        Queries, database and training set (pool positions). Classification
+        accuracy is measured on the dataset's whole test split (pool positions
+        ``split.n_train_split`` onwards).
+    pool_radius : int, default 2
+        Initial Hamming threshold of the coarse-to-fine pool.
+    max_k : int, default 1000
+        Depth of the precision curves and of the coarse-to-fine search.
+    ks : sequence of int
+        Cut-offs reported as ``precision@<k>`` (each ``<= max_k``).
+    n_show : int, default 10
+        Hamming-ranking results kept per query for figures.
+
+    Returns
+    -------
+    LatentResult
+    """
+    t0 = time.time()
+    labels = np.asarray(labels)
+    ks = [int(k) for k in ks]
+    if not ks or min(ks) < 1 or max(ks) > max_k:
+        raise ValueError(f"ks must be cut-offs in 1..max_k={max_k}, got {ks}")
+    hasher.fit(X[split.train], labels[split.train])
+    test = np.arange(split.n_train_split, split.n_train_split + split.n_test_split)
+    needed = np.unique(np.concatenate([split.query, split.database, test]))
+    fc7, act, logits = hasher.embed(X[needed])
+    where = np.searchsorted(needed, np.arange(len(labels)))  # pool position -> row
+    pred = logits[where[test]].argmax(1)
+    accuracy = float(np.mean(pred == labels[test]))
+
+    codes = binarize(act, hasher.threshold)
+    qi, di = where[split.query], where[split.database]
+    qc, dc, ql, dl = codes[qi], codes[di], labels[split.query], labels[split.database]
+    out = {"test_accuracy": accuracy, "test_error": 1.0 - accuracy}
+    out.update(metrics.evaluate(qc, dc, ql, dl, ["map@1000", "map_all", "hd2p",
+                                                 *(f"precision@{k}" for k in ks)]))
+    coarse_curve = metrics.precision_curve(qc, dc, ql, dl, max_k=max_k)
+    out[f"min_precision@{max_k}"] = float(coarse_curve.min())
+
+    fine = coarse_to_fine(qc, dc, fc7[qi], fc7[di], k=max_k, radius=pool_radius)
+    fine_curve = precision_at_k_from_ranking(dl[fine.indices], ql)
+    fine_at = precision_at_k_from_ranking(dl[fine.indices], ql, ks)
+    for k, v in zip(ks, fine_at):
+        out[f"coarse_to_fine/precision@{k}"] = float(v)
+    out[f"coarse_to_fine/min_precision@{max_k}"] = float(fine_curve.min())
+    out["coarse_to_fine/mean_pool_size"] = float(fine.pool_size.mean())
+    out["coarse_to_fine/mean_pool_radius"] = float(fine.pool_radius.mean())
+    db_act = act[di]
+    out["near_binary_fraction"] = float(np.mean((db_act < 0.1) | (db_act > 0.9)))
+    counts, edges = np.histogram(db_act, bins=50, range=(0.0, 1.0))
+    coarse_top, _ = hamming.topk(qc, dc, n_show)
+    return LatentResult(
+        hasher=hasher, metrics=out,
+        curves={"Hamming ranking": (np.arange(1, len(coarse_curve) + 1), coarse_curve),
+                "coarse-to-fine": (np.arange(1, len(fine_curve) + 1), fine_curve)},
+        query_index=split.query, database_index=split.database, query_codes=qc,
+        database_codes=dc, coarse_top=coarse_top, fine=fine, activation_counts=counts,
+        activation_edges=edges, seconds=time.time() - t0)
+
+
+# --------------------------------------------------------------------------- #
+# Figures
+# --------------------------------------------------------------------------- #
+
+
+def retrieval_figure(result: LatentResult, images: np.ndarray, labels, *, n_queries: int = 4,
+                     k: int = 10, seed: int = 0, title: str = ""):
+    """Queries with their top-``k`` results: Hamming ranking vs coarse-to-fine.
+
+    Two rows per query (drawn at random with ``seed`` from the split's
+    queries): the first ``k`` results of the coarse-only Hamming ranking and
+    of the coarse-to-fine search. Green frames mark results of the query's
+    class. ``images`` and ``labels`` are indexed by pool position.
+    """
+    from . import plots
+
+    labels = np.asarray(labels)
+    k = min(k, result.coarse_top.shape[1], result.fine.indices.shape[1])
+    rng = np.random.default_rng(seed)
+    picks = np.sort(rng.choice(len(result.query_index), size=min(n_queries,
+                                                                 len(result.query_index)),
+                               replace=False))
+    q_imgs, r_imgs, rel, names = [], [], [], []
+    for i in picks:
+        qpos = result.query_index[i]
+        for name, ranking in (("Hamming", result.coarse_top[i, :k]),
+                              ("coarse-to-fine", result.fine.indices[i, :k])):
+            pos = result.database_index[ranking]
+            q_imgs.append(images[qpos])
+            r_imgs.append(images[pos])
+            rel.append(labels[pos] == labels[qpos])
+            names.append(name)
+    return plots.retrieval_grid(np.stack(q_imgs), np.stack(r_imgs), np.array(rel),
+                                row_labels=names, title=title)
+
+
+def activation_figure(results: Mapping[str, LatentResult]):
+    """Histograms of the latent activations of the database, one curve per result."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    for name, res in results.items():
+        edges = res.activation_edges
+        share = res.activation_counts / max(1, res.activation_counts.sum())
+        ax.step(edges[:-1], share, where="post", label=name)
+    ax.axvline(0.5, color="k", lw=0.8, ls="--")
+    ax.set_yscale("log")
+    ax.set_xlabel("latent activation (sigmoid output)")
+    ax.set_ylabel("share of activations")
+    ax.set_title("How binary are the latent units? (threshold of eq. 1 dashed)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, frameon=False)
+    return fig
