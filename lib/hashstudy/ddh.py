@@ -1,0 +1,788 @@
+"""DDH: Deep Discrete Hashing with self-supervised pairwise labels (Song et al., 2018).
+
+J. Song, T. He, H. Fan and L. Gao, "Deep Discrete Hashing with Self-supervised
+Pairwise Labels", ECML-PKDD 2017 (arXiv:1707.02112). The method has two parts:
+
+Pairwise labels (sec. 2.1, Algorithm 1, eq. 1-3)
+    Cosine K1-nearest-neighbour lists of pretrained CNN features (the paper:
+    ResNet pool5), expanded by uniting the lists of the ``K2`` images whose
+    own lists overlap most (:func:`hashstudy.graph.expanded_neighbors`). The
+    result is a sparse 0/1 matrix ``S`` (eq. 3): ``S_ij = 1`` for constructed
+    neighbours and ``0`` for every other pair. It is built once, before
+    training, and cached (:func:`neighborhood`). The *supervised* variant
+    (the setting of the paper's Table 5) takes ``S_ij = 1`` for images of a
+    common class instead.
+Network and loss (sec. 2.2-2.4, eq. 4-13)
+    A feature network ``phi`` followed by a hash layer
+    ``z = W^T phi(x) + c`` and ``b = sgn(z)`` (eq. 11, with ``sgn(0) = +1``
+    as in eq. 4), trained by mini-batch gradient descent on eq. 12::
+
+        J = 1/2 sum_{s_ij in S} (z_i^T z_j / L - s_ij)^2          (J1, eq. 5)
+            + lambda1/2 sum_i ||b_i - z_i||^2                      (J2, eq. 6)
+            + lambda2/2 (||W||_F^2 + ||c||^2)
+
+    over the pairs ``i < j`` of each mini-batch (each pair once, so that the
+    gradient is exactly eq. 13; :func:`ddh_loss`). Eq. 5 needs ``s_ij`` in ``{-1, +1}``: a pair marked
+    ``1`` in ``S`` is ``+1`` (similar: ``z_i^T z_j / L`` is pulled to 1, equal
+    codes) and a pair marked ``0`` (not a constructed neighbour) is ``-1``
+    (dissimilar: pulled to -1, opposite codes); :class:`PairLabels` does this
+    mapping ``s = 2 S - 1``. ``lambda1 = 15``, ``lambda2 = 1e-5``, learning
+    rate 0.001 and batches of 128 are the paper's (sec. 3.2). Eq. 12 prints
+    the weight term squared once more, ``(||W||^2 + ||c||^2)^2``; we read that
+    as a typo and use the usual weight decay of the hash layer. Eq. 13 is the
+    gradient of J1 + lambda1 J2 with respect to ``z_i``, which
+    :func:`ddh_loss` reproduces (a test checks it).
+
+    The paper fine-tunes CNN-F (conv1-5, full6, full7; Table 1) end to end.
+    The CPU default here keeps an ImageNet backbone frozen and trains the
+    layers above its cached features: an optional stack of fully connected
+    ReLU layers (``hidden``, the counterpart of full6/full7) and the hash
+    layer (:class:`DDHNet`). ``finetune=True`` trains the backbone too.
+
+Scaling of the mini-batch objective
+    Eq. 12 sums over all pairs and images. Each step evaluates it on the
+    pairs and images of one mini-batch and divides by the batch size ``B``
+    (the mean per image), which keeps the paper's balance between the
+    pairwise and the quantisation terms and makes the step size independent
+    of ``B``. A second pairwise term is available as an ablation
+    (``pairwise="likelihood"``): the negative log-likelihood of DPSH
+    (Li et al., IJCAI 2016), ``sum log(1 + e^Theta_ij) - s01_ij Theta_ij`` with
+    ``Theta_ij = z_i^T z_j / 2`` and ``s01`` the 0/1 labels of eq. 3.
+
+Experiments
+    :class:`DDH` is a hasher (``fit(X)``, ``encode(X) -> {0,1}``) that
+    :func:`hashstudy.evaluation.compare` evaluates exactly like the shallow
+    baselines (:func:`factory`); :func:`code_classification` is the
+    object-recognition experiment of sec. 3.3 (a linear SVM trained on binary
+    codes, accuracy and training time, Table 6), for CIFAR-10 and for any
+    ImageFolder dataset such as Oxford-17 Flowers.
+
+Codes are ``uint8`` ``{0, 1}`` matrices; bit 1 is the ``+1`` of eq. 4.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Callable, Mapping, Optional, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import nn
+
+from . import cache, config, graph, protocols, training
+from .cnnh import array_digest
+
+__all__ = ["PAIRWISE", "NORMALIZE", "ddh_loss", "PairLabels", "neighborhood", "DDHNet", "DDH",
+           "factory", "Subsampled", "holdout_split", "validation_curve", "svm_on_codes", "classify_with_codes",
+           "code_classification"]
+
+PAIRWISE = ("squared", "likelihood")
+"""Pairwise terms: eq. 5 (the paper's) or DPSH's negative log-likelihood (ablation)."""
+NORMALIZE = ("l2", "none")
+"""Input normalisation of the feature head: unit rows minus their training mean, or none."""
+
+# version of the training code: part of the cache key of trained weights
+_VERSION = "1"
+
+
+# ---------------------------------------------------------------------------
+# loss
+
+
+def ddh_loss(z: torch.Tensor, s: torch.Tensor, lambda1: float = 15.0,
+             pairwise: str = "squared") -> tuple[torch.Tensor, dict]:
+    """Eq. 12 on one mini-batch, without the weight term, per image.
+
+    Parameters
+    ----------
+    z : torch.Tensor of float, shape (B, L)
+        Hash-layer outputs ``z_i = W^T phi(x_i) + c`` (eq. 11).
+    s : torch.Tensor of float, shape (B, B)
+        Pair labels in ``{-1, +1}`` (eq. 5), symmetric; see :class:`PairLabels`.
+        Only the pairs ``i < j`` (the upper triangle) are used.
+    lambda1 : float
+        Weight of the quantisation term (the paper: 15).
+    pairwise : {"squared", "likelihood"}
+        ``"squared"``: ``J1 = 1/2 sum_{i < j} (z_i^T z_j / L - s_ij)^2``
+        (eq. 5 with ``u = z``, eq. 10 and 12). ``"likelihood"``: DPSH's
+        ``J1 = sum_{i < j} log(1 + exp(Theta_ij)) - s01_ij Theta_ij`` with
+        ``Theta_ij = z_i^T z_j / 2`` and ``s01 = (s + 1) / 2``, computed with a
+        numerically stable softplus.
+
+    Returns
+    -------
+    loss : torch.Tensor, scalar
+        ``(J1 + lambda1 * J2) / B`` with ``J2 = 1/2 sum_i ||z_i - b_i||^2`` and
+        ``b_i = sgn(z_i)`` (eq. 4, ``sgn(0) = +1``; ``b`` is a constant for the
+        gradient, as ``sgn`` has zero derivative almost everywhere).
+    parts : dict
+        ``{"pairwise": J1 / B, "quantization": J2 / B}`` as floats.
+
+    Notes
+    -----
+    With ``pairwise="squared"`` the gradient is eq. 13 summed over the
+    batch partners ``j``, divided by ``B``:
+    ``dJ/dz_i = (1/B) [sum_{j != i} ((z_i^T z_j) / L^2 - s_ij / L) z_j + lambda1 (z_i - b_i)]``.
+    """
+    config.check_choice("pairwise", pairwise, PAIRWISE)
+    if z.ndim != 2 or s.shape != (z.shape[0], z.shape[0]):
+        raise ValueError(f"need z of shape (B, L) and s of shape (B, B); got {tuple(z.shape)} "
+                         f"and {tuple(s.shape)}")
+    if not float(lambda1) >= 0:
+        raise ValueError(f"lambda1 must be >= 0, got {lambda1!r}")
+    n, bits = z.shape
+    s = s.to(z.dtype)
+    theta = z @ z.T
+    if pairwise == "squared":
+        j1 = 0.5 * torch.triu((theta / bits - s) ** 2, diagonal=1).sum()
+    else:
+        half = 0.5 * theta
+        j1 = torch.triu(nn.functional.softplus(half) - 0.5 * (s + 1) * half, diagonal=1).sum()
+    b = torch.where(z >= 0, 1.0, -1.0).to(z.dtype).detach()
+    j2 = 0.5 * ((z - b) ** 2).sum()
+    loss = (j1 + float(lambda1) * j2) / n
+    return loss, {"pairwise": float(j1.detach()) / n, "quantization": float(j2.detach()) / n}
+
+
+class PairLabels:
+    """Mini-batch pair labels ``s_ij`` in ``{-1, +1}`` from eq. 3's 0/1 matrix or from classes.
+
+    Eq. 3 builds ``S`` with ``1`` for constructed neighbours and ``0`` for every
+    other pair; eq. 5 uses ``s_ij = +1`` for similar and ``-1`` for dissimilar
+    pairs. The mapping is ``s = 2 S - 1``: every pair that is not a
+    constructed neighbour counts as dissimilar.
+
+    Use :meth:`from_neighbors` (the unsupervised method) or :meth:`from_classes`
+    (the supervised variant: ``+1`` for a shared class). Calling the object
+    with training-set indices ``idx`` of shape (B,) returns a float32 tensor
+    (B, B).
+    """
+
+    def __init__(self, fn: Callable[[np.ndarray], np.ndarray], n: int, kind: str):
+        self._fn, self.n, self.kind = fn, int(n), kind
+
+    @classmethod
+    def from_neighbors(cls, S) -> "PairLabels":
+        """``s_ij = +1`` where ``S_ij != 0`` (a constructed neighbour), else ``-1``."""
+        if not sp.issparse(S) or S.shape[0] != S.shape[1]:
+            raise ValueError("S must be a square scipy.sparse matrix")
+        S = sp.csr_matrix(S)
+        return cls(lambda idx: graph.pairwise_labels(S, idx), S.shape[0], "neighbors")
+
+    @classmethod
+    def from_classes(cls, labels) -> "PairLabels":
+        """``s_ij = +1`` when images ``i`` and ``j`` share a class, else ``-1``."""
+        labels = np.asarray(labels)
+        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"class labels must be a 1-D integer array, got {labels.dtype} "
+                             f"{labels.shape}")
+        return cls(lambda idx: graph.label_similarity(labels[idx]), labels.size, "classes")
+
+    def __call__(self, idx) -> torch.Tensor:
+        idx = np.asarray(idx, dtype=np.int64)
+        return torch.from_numpy(np.ascontiguousarray(self._fn(idx), dtype=np.float32))
+
+
+# ---------------------------------------------------------------------------
+# neighbourhood construction (Algorithm 1), cached
+
+
+def neighborhood(X, k1: int = 15, k2: int = 6, *, use_cache: bool = True) -> sp.csr_matrix:
+    """DDH's similarity matrix ``S`` of eq. 3 (Algorithm 1), cached on disk.
+
+    Parameters
+    ----------
+    X : array_like, shape (N, D)
+        Features of the training images (cosine K1-NN search).
+    k1, k2 : int
+        K1 nearest neighbours by cosine similarity; the K2 lists with the
+        largest overlap are united (the paper: 15 and 6).
+    use_cache : bool
+        Store / reuse the matrix under ``<cache>/ddh`` keyed by the features'
+        digest and ``k1, k2``.
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix of float32, shape (N, N)
+        Symmetric 0/1 matrix, zero diagonal (see
+        :func:`hashstudy.graph.expanded_neighbors`, ``symmetrize="or"``).
+    """
+    X = np.ascontiguousarray(X, dtype=np.float32)
+
+    def compute():
+        S = graph.expanded_neighbors(X, k1=k1, k2=k2)
+        return {"indptr": S.indptr.astype(np.int64), "indices": S.indices.astype(np.int64),
+                "shape": np.asarray(S.shape, dtype=np.int64)}
+
+    if use_cache:
+        path = config.cache_dir("ddh") / (
+            f"neighbors-{cache.key(array_digest(X), int(k1), int(k2), 'or')}.npz")
+        arrays = cache.cached_arrays(path, compute)
+    else:
+        arrays = compute()
+    indices = arrays["indices"]
+    return sp.csr_matrix((np.ones(indices.size, dtype=np.float32), indices, arrays["indptr"]),
+                         shape=tuple(int(v) for v in arrays["shape"]))
+
+
+# ---------------------------------------------------------------------------
+# network
+
+
+class DDHNet(nn.Module):
+    """Feature network ``phi`` and hash layer ``z = W^T phi(x) + c`` (eq. 11).
+
+    Parameters
+    ----------
+    in_dim : int
+        Length of the trunk's output (the backbone's feature length).
+    bits : int
+        Code length ``L``: outputs of the hash layer.
+    hidden : sequence of int
+        Widths of fully connected ReLU layers between the trunk and the hash
+        layer (the counterpart of CNN-F's full6 and full7); ``()`` puts the
+        hash layer directly on the trunk's features.
+    trunk : nn.Module, optional
+        Maps the input to (B, in_dim) features; default ``nn.Identity()``
+        (the input is a batch of cached features).
+    normalize : {"l2", "none"}
+        ``"l2"``: trunk outputs are scaled to unit length and centred on the
+        training mean (the buffer ``center``, set by :meth:`set_center`).
+
+    ``forward(x)`` returns ``z``, float32 (B, bits). The hash layer is
+    ``self.hash_layer`` (its weight is ``W^T``, its bias ``c``).
+    """
+
+    def __init__(self, in_dim: int, bits: int, hidden: Sequence[int] = (),
+                 trunk: Optional[nn.Module] = None, normalize: str = "l2"):
+        super().__init__()
+        (bits,) = config.check_bits(bits)
+        config.check_choice("normalize", normalize, NORMALIZE)
+        hidden = [int(h) for h in hidden]
+        if int(in_dim) < 1 or any(h < 1 for h in hidden):
+            raise ValueError(f"in_dim and hidden widths must be positive, got {in_dim}, {hidden}")
+        self.trunk = trunk if trunk is not None else nn.Identity()
+        self.normalize = normalize
+        self.register_buffer("center", torch.zeros(int(in_dim)))
+        layers, width = [], int(in_dim)
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU(inplace=True)]
+            width = h
+        self.fc = nn.Sequential(*layers)
+        self.hash_layer = nn.Linear(width, bits)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Trunk output after the input normalisation, float32 (B, in_dim)."""
+        f = self.trunk(x).float()
+        if self.normalize == "l2":
+            f = nn.functional.normalize(f, dim=1) - self.center
+        return f
+
+    def set_center(self, features: np.ndarray) -> None:
+        """Set ``center`` to the mean of the unit-length training features."""
+        f = torch.as_tensor(np.asarray(features, dtype=np.float32))
+        self.center.copy_(nn.functional.normalize(f, dim=1).mean(0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.hash_layer(self.fc(self.features(x)))
+
+
+# ---------------------------------------------------------------------------
+# the hasher
+
+
+def _positive_int(name: str, value) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
+            or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+class DDH:
+    """Deep Discrete Hashing as a hasher: ``fit(X)``, ``encode(X) -> {0,1}``.
+
+    Parameters
+    ----------
+    n_bits : int
+        Code length ``L``.
+    k1, k2 : int
+        Neighbourhood construction (Algorithm 1); the paper's 15 and 6.
+    lambda1, lambda2 : float
+        Weights of the quantisation and hash-layer weight terms of eq. 12; the
+        paper's 15 and 1e-5.
+    lr, batch_size, epochs : float, int, int
+        Mini-batch training; the paper's learning rate 0.001 and batches of
+        128 (it does not state the number of epochs).
+    optimizer : {"sgd", "adam"}
+        SGD (the paper's, with ``momentum``) or Adam.
+    momentum : float
+        SGD momentum.
+    hidden : sequence of int
+        Fully connected layers above the frozen trunk (see :class:`DDHNet`).
+    normalize : {"l2", "none"}
+        Input normalisation of the head (see :class:`DDHNet`).
+    pairwise : {"squared", "likelihood"}
+        Pairwise term of the loss (see :func:`ddh_loss`).
+    supervised : bool
+        Pair labels from class labels (``fit(X, y)``) instead of the
+        constructed neighbourhood: the supervised setting of Table 5.
+    finetune : bool
+        ``False`` (default): ``X`` are features of a frozen backbone, the
+        neighbourhood is built on them and only the layers above are
+        trained. ``True``: ``X`` are uint8 images (N, H, W, C); the
+        neighbourhood is built on the frozen ``backbone``'s features and the
+        backbone is trained end to end with the head (slow on a CPU).
+    backbone, input_size : str, int
+        The backbone and its input side, used only with ``finetune=True``.
+    seed : int
+        Seeds the weights and the batch order.
+    use_cache : bool
+        Cache the neighbourhood and the trained weights (under ``<cache>``).
+    progress : bool
+        Show a progress bar while training.
+
+    Attributes (after ``fit``)
+    ----------
+    S_ : scipy.sparse.csr_matrix, shape (N, N), or None
+        The constructed 0/1 neighbourhood (None for the supervised variant).
+    model_ : DDHNet
+    info_ : dict
+        Training history (``loss`` per epoch, ``seconds``) and ``from_cache``.
+    """
+
+    def __init__(self, n_bits: int, *, k1: int = 15, k2: int = 6, lambda1: float = 15.0,
+                 lambda2: float = 1e-5, lr: float = 1e-3, batch_size: int = 128,
+                 epochs: int = 30, optimizer: str = "sgd", momentum: float = 0.9,
+                 hidden: Sequence[int] = (), normalize: str = "l2", pairwise: str = "squared",
+                 supervised: bool = False, finetune: bool = False,
+                 backbone: str = "efficientnet_lite0", input_size: int = 128, seed: int = 0,
+                 use_cache: bool = True, progress: bool = True):
+        (self.n_bits,) = config.check_bits(n_bits)
+        self.k1, self.k2 = _positive_int("k1", k1), _positive_int("k2", k2)
+        if not float(lambda1) >= 0 or not float(lambda2) >= 0:
+            raise ValueError(f"lambda1 and lambda2 must be >= 0, got {lambda1!r}, {lambda2!r}")
+        if not float(lr) > 0:
+            raise ValueError(f"lr must be positive, got {lr!r}")
+        self.lambda1, self.lambda2, self.lr = float(lambda1), float(lambda2), float(lr)
+        self.batch_size = _positive_int("batch_size", batch_size)
+        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
+            raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
+        self.epochs = int(epochs)
+        config.check_choice("optimizer", optimizer, training.OPTIMIZERS)
+        config.check_choice("normalize", normalize, NORMALIZE)
+        config.check_choice("pairwise", pairwise, PAIRWISE)
+        self.optimizer, self.momentum = optimizer, float(momentum)
+        self.hidden = tuple(_positive_int("hidden width", h) for h in hidden)
+        self.normalize, self.pairwise = normalize, pairwise
+        self.supervised, self.finetune = bool(supervised), bool(finetune)
+        self.backbone, self.input_size = backbone, _positive_int("input_size", input_size)
+        self.seed, self.use_cache, self.progress = int(seed), bool(use_cache), bool(progress)
+
+    def get_params(self) -> dict:
+        """The constructor arguments, by name (a cache-key part and ``repr``)."""
+        return {k: v for k, v in vars(self).items() if not k.endswith("_")}
+
+    def __repr__(self) -> str:
+        return "DDH(" + ", ".join(f"{k}={v!r}" for k, v in self.get_params().items()) + ")"
+
+    # -- inputs ---------------------------------------------------------------
+    def _check_inputs(self, X) -> np.ndarray:
+        X = np.asarray(X)
+        if self.finetune:
+            if X.dtype != np.uint8 or X.ndim != 4:
+                raise ValueError(f"with finetune=True, X must be uint8 images (N, H, W, C); got "
+                                 f"{X.dtype} {X.shape}")
+            return X
+        if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
+            raise ValueError(f"X must be a non-empty (N, D) feature matrix, got shape {X.shape}")
+        if not np.issubdtype(X.dtype, np.number) or not np.isfinite(X).all():
+            raise ValueError("X must hold finite real numbers")
+        return np.ascontiguousarray(X, dtype=np.float32)
+
+    def _neighbor_features(self, X: np.ndarray) -> np.ndarray:
+        if not self.finetune:
+            return X
+        from . import features
+
+        return features.extract(X, self.backbone, self.input_size, progress=self.progress)
+
+    def _build(self, in_dim: int) -> Callable[[], DDHNet]:
+        def build():
+            torch.manual_seed(self.seed)
+            trunk = None
+            if self.finetune:
+                from . import features
+                from .latent import ImageTrunk
+
+                trunk = ImageTrunk(features.load_backbone(self.backbone), self.input_size)
+            return DDHNet(in_dim, self.n_bits, self.hidden, trunk=trunk, normalize=self.normalize)
+
+        return build
+
+    # -- fit / encode ---------------------------------------------------------
+    def fit(self, X, y=None, *, on_epoch_end: Optional[Callable] = None) -> "DDH":
+        """Construct the pair labels and train the network on ``X``.
+
+        Parameters
+        ----------
+        X : array_like
+            Training features (N, D) (``finetune=False``) or uint8 images
+            (N, H, W, C) (``finetune=True``).
+        y : array_like of int, shape (N,), optional
+            Class labels; required by, and only used by, the supervised variant.
+        on_epoch_end : callable ``(epoch, hasher) -> dict``, optional
+            Called after every epoch with this hasher (``encode`` works); the
+            dicts it returns are kept in ``info_["logs"]``. Training with a
+            callback bypasses the cache of trained weights.
+
+        Returns
+        -------
+        self
+        """
+        X = self._check_inputs(X)
+        n = X.shape[0]
+        if n < 2:
+            raise ValueError(f"fit needs at least 2 training images, got {n}")
+        if self.supervised:
+            if y is None:
+                raise ValueError("the supervised variant needs class labels: fit(X, y)")
+            y = np.asarray(y)
+            if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
+                raise ValueError(f"y must be {n} integer class labels, got {y.dtype} {y.shape}")
+            self.S_ = None
+            pairs = PairLabels.from_classes(y)
+            phi = self._neighbor_features(X) if self.normalize == "l2" else None
+        else:
+            if self.k1 >= n:
+                raise ValueError(f"k1={self.k1} needs more than {self.k1} training images, got {n}")
+            phi = self._neighbor_features(X)
+            self.S_ = neighborhood(phi, self.k1, self.k2, use_cache=self.use_cache)
+            pairs = PairLabels.from_neighbors(self.S_)
+        in_dim = phi.shape[1] if phi is not None else X.shape[1]
+        key = {"version": _VERSION, "params": {k: v for k, v in self.get_params().items()
+                                               if k not in ("use_cache", "progress")},
+               "X": array_digest(X), "y": array_digest(y) if self.supervised else None}
+        lambda1, lambda2, pairwise = self.lambda1, self.lambda2, self.pairwise
+
+        def objective(model, x, idx):
+            z = model(x)
+            loss, parts = ddh_loss(z, pairs(idx.numpy()), lambda1, pairwise)
+            w, c = model.hash_layer.weight, model.hash_layer.bias
+            return loss + 0.5 * lambda2 * (w.pow(2).sum() + c.pow(2).sum()), parts
+
+        def train(model):
+            if phi is not None:
+                model.set_center(phi)
+            inputs = (torch.from_numpy(X), torch.arange(n))
+            self.model_ = model
+            hook = None if on_epoch_end is None else (lambda epoch, _: on_epoch_end(epoch, self))
+            hist = training.fit(model, inputs, objective, epochs=self.epochs,
+                                batch_size=self.batch_size, lr=self.lr, optimizer=self.optimizer,
+                                momentum=self.momentum, seed=self.seed, progress=self.progress,
+                                desc=f"DDH {self.n_bits} bits", on_epoch_end=hook)
+            return {"loss": hist.loss, "logs": hist.logs, "seconds": hist.seconds}
+
+        build = self._build(in_dim)
+        self.input_shape_ = X.shape[1:]
+        if self.use_cache and on_epoch_end is None:
+            model, info, loaded = training.cached_model(f"ddh-{self.n_bits}", key, build, train)
+        else:
+            model = build()
+            info, loaded = train(model), False
+            model.eval()
+        self.model_, self.info_ = model, {**info, "from_cache": loaded}
+        return self
+
+    def embed(self, X) -> np.ndarray:
+        """Hash-layer outputs ``z`` (eq. 11), float32 (N, n_bits)."""
+        if not hasattr(self, "model_"):
+            raise RuntimeError("DDH is not fitted yet: call fit(X) first")
+        X = self._check_inputs(X)
+        if X.shape[1:] != self.input_shape_:
+            raise ValueError(f"X rows have shape {X.shape[1:]}, but DDH was fitted on "
+                             f"{self.input_shape_}")
+        return training.predict(self.model_, torch.from_numpy(X), batch_size=1024)
+
+    def encode(self, X) -> np.ndarray:
+        """Codes ``b = sgn(z)`` as {0,1} (bit 1 is ``+1``, eq. 4), uint8 (N, n_bits)."""
+        return np.ascontiguousarray(self.embed(X) >= 0, dtype=np.uint8)
+
+
+def factory(**params) -> Callable[[int], DDH]:
+    """``bits -> DDH(bits, **params)`` for ``evaluation.compare(..., extra={"ddh": ...})``.
+
+    The returned callable carries ``supervised`` so that ``compare`` passes the
+    training labels to ``fit`` for the supervised variant only.
+    """
+    DDH(16, **params)  # validates the parameters now rather than inside compare
+
+    def make(bits: int) -> DDH:
+        return DDH(bits, **params)
+
+    make.supervised = bool(params.get("supervised", False))
+    return make
+
+
+class Subsampled:
+    """A hasher fitted on at most ``max_train`` random training rows.
+
+    For the slow shallow baselines (K-means hashing, spherical hashing) on
+    tens of thousands of training images; ``encode`` is the wrapped hasher's.
+
+    Parameters
+    ----------
+    hasher : object with ``fit(X, y=None)`` and ``encode(X)``
+    max_train : int
+        Largest number of training rows used.
+    seed : int
+        Seeds the choice of rows.
+    """
+
+    def __init__(self, hasher, max_train: int, seed: int = 0):
+        self.hasher, self.max_train, self.seed = hasher, _positive_int("max_train", max_train), seed
+        self.supervised = bool(getattr(hasher, "supervised", False))
+
+    def fit(self, X, y=None):
+        n = len(X)
+        rows = np.arange(n)
+        if n > self.max_train:
+            rows = np.sort(np.random.default_rng(self.seed).choice(n, self.max_train,
+                                                                   replace=False))
+        if self.supervised:
+            self.hasher.fit(X[rows], np.asarray(y)[rows])
+        else:
+            self.hasher.fit(X[rows])
+        self.n_train_ = rows.size
+        return self
+
+    def encode(self, X) -> np.ndarray:
+        return self.hasher.encode(X)
+
+
+def holdout_split(split: protocols.Split, labels, query_per_class: int,
+                  seed: int = 0) -> protocols.Split:
+    """A model-selection split inside the training images of ``split``.
+
+    Queries are ``query_per_class`` training images per class; the other
+    training images are the database and the training set. The test queries
+    of ``split`` are never touched, so hyper-parameters chosen on this split
+    do not look at them.
+
+    Parameters
+    ----------
+    split : hashstudy.protocols.Split
+    labels : array_like of int, shape (N_pool,)
+        Labels of the pool ``split`` indexes.
+    query_per_class : int
+    seed : int
+
+    Returns
+    -------
+    hashstudy.protocols.Split
+        Named ``"<split.name>/holdout[query_per_class=q]"``.
+    """
+    labels = np.asarray(labels)
+    q = _positive_int("query_per_class", query_per_class)
+    rng = np.random.default_rng(seed)
+    train = np.asarray(split.train)
+    picked = []
+    for c in np.unique(labels[train]):
+        members = train[labels[train] == c]
+        if members.size <= q:
+            raise ValueError(f"class {c} has {members.size} training images; cannot hold out {q}")
+        picked.append(rng.choice(members, q, replace=False))
+    query = np.sort(np.concatenate(picked))
+    rest = np.setdiff1d(train, query)
+    return dataclasses.replace(
+        split, name=f"{split.name}/holdout[query_per_class={q}]", seed=int(seed), query=query,
+        database=rest, train=rest,
+        description=f"{q} training images per class as queries against the other training "
+                    f"images (database and training set); model selection only")
+
+
+def validation_curve(X, labels, split: protocols.Split, n_bits: int, *,
+                     metric: str = "map@1000", **params):
+    """Retrieval quality after every training epoch, on a model-selection split.
+
+    Trains ``DDH(n_bits, **params)`` on ``X[split.train]`` (the neighbourhood
+    may come from the cache, the weights never do) and, after each epoch, encodes ``split.query`` and ``split.database`` and
+    evaluates them with :func:`hashstudy.metrics.evaluate`. Meant for a
+    :func:`holdout_split` of the training images, so that the number of
+    epochs (or any other parameter) is chosen without the test queries.
+
+    Parameters
+    ----------
+    X : array_like, shape (N_pool, D)
+        Features of the pool ``split`` indexes.
+    labels : array_like of int, shape (N_pool,)
+        Relevance labels (same class); also the training labels of the
+        supervised variant (``params["supervised"]``).
+    split : hashstudy.protocols.Split
+    n_bits : int
+    metric : str
+        A key of :func:`hashstudy.metrics.evaluate`.
+    **params
+        Parameters of :class:`DDH` (``progress`` defaults to False).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``epoch`` (1-based), ``loss`` (mean training objective of the
+        epoch) and ``metric``.
+    """
+    import pandas as pd
+
+    from . import metrics
+
+    X, labels = np.asarray(X), np.asarray(labels)
+    params = {**params, "progress": params.get("progress", False)}
+    hasher = DDH(n_bits, **params)
+    Xq, Xdb = X[split.query], X[split.database]
+    ql, dl = labels[split.query], labels[split.database]
+
+    def evaluate(epoch, h):
+        return metrics.evaluate(h.encode(Xq), h.encode(Xdb), ql, dl, [metric])
+
+    y = labels[split.train] if hasher.supervised else None
+    hasher.fit(X[split.train], y, on_epoch_end=evaluate)
+    rows = [{"epoch": e + 1, "loss": loss, metric: log[metric]}
+            for e, (loss, log) in enumerate(zip(hasher.info_["loss"], hasher.info_["logs"]))]
+    return pd.DataFrame(rows, columns=["epoch", "loss", metric])
+
+
+# ---------------------------------------------------------------------------
+# object recognition with binary codes (sec. 3.3)
+
+
+def svm_on_codes(train_codes, y_train, test_codes, y_test, *, C: float = 1.0,
+                 seed: int = 0) -> dict:
+    """Train a linear SVM on binary codes and classify test codes (sec. 3.3).
+
+    Parameters
+    ----------
+    train_codes, test_codes : array_like, shape (N, L) and (M, L)
+        Codes in {0, 1} (mapped to {-1, +1}) or real-valued features (used as
+        they are, for a real-valued reference).
+    y_train, y_test : array_like of int
+    C : float
+        SVM regularisation (``sklearn.svm.LinearSVC``, one-vs-rest, squared
+        hinge loss).
+    seed : int
+
+    Returns
+    -------
+    dict
+        ``accuracy`` (fraction of test images classified correctly),
+        ``train_seconds`` (SVM training wall time), ``n_train``, ``n_test``.
+    """
+    from sklearn.svm import LinearSVC
+
+    def prepare(a):
+        a = np.asarray(a)
+        if a.ndim != 2:
+            raise ValueError(f"codes must be 2-D, got shape {a.shape}")
+        if a.dtype == np.uint8 or np.isin(a, (0, 1)).all():
+            return 2.0 * a.astype(np.float32) - 1.0
+        return a.astype(np.float32)
+
+    Xtr, Xte = prepare(train_codes), prepare(test_codes)
+    y_train, y_test = np.asarray(y_train), np.asarray(y_test)
+    if Xtr.shape[1] != Xte.shape[1] or len(Xtr) != len(y_train) or len(Xte) != len(y_test):
+        raise ValueError("train/test codes and labels do not match in shape")
+    svm = LinearSVC(C=C, dual="auto", random_state=seed, max_iter=2000)
+    t0 = time.perf_counter()
+    svm.fit(Xtr, y_train)
+    seconds = time.perf_counter() - t0
+    accuracy = float((svm.predict(Xte) == y_test).mean())
+    return {"accuracy": accuracy, "train_seconds": seconds, "n_train": int(len(Xtr)),
+            "n_test": int(len(Xte))}
+
+
+def classify_with_codes(X_train, y_train, X_test, y_test, bits: Sequence[int], *,
+                        methods: Mapping[str, Callable[[int], object]], C: float = 1.0,
+                        max_svm_train: Optional[int] = None, seed: int = 0,
+                        features_reference: bool = True):
+    """Object recognition with binary codes (sec. 3.3, Table 6) on given features.
+
+    Every hasher in ``methods`` is fitted on the training features (the
+    unsupervised ones never see the labels), training and test images are
+    encoded, and a linear SVM (:func:`svm_on_codes`) is trained on the codes
+    of the training images and tested on those of the test images.
+
+    Parameters
+    ----------
+    X_train, X_test : array_like, shape (N, D), (M, D)
+        Features of the training and test images.
+    y_train, y_test : array_like of int
+    bits : sequence of int
+        Code lengths (the paper: 64 and 256).
+    methods : {name: factory(bits) -> hasher}
+        E.g. ``{"ddh": factory(...), "itq": lambda b: baselines.make("itq", b)}``;
+        a factory with ``supervised = True`` gets the training labels.
+    C : float
+        SVM regularisation.
+    max_svm_train : int, optional
+        Train the SVMs on at most this many random training images (the
+        hashers always use all of them).
+    seed : int
+        Seeds the SVM subsample and the SVMs.
+    features_reference : bool
+        Add a row for the SVM on the real-valued features (``method =
+        "features"``, ``bits`` = the feature length).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``method, bits, accuracy, train_seconds, n_train, n_test``.
+    """
+    import pandas as pd
+
+    bits = config.check_bits(list(bits))
+    X_train, X_test = np.asarray(X_train), np.asarray(X_test)
+    y_train, y_test = np.asarray(y_train), np.asarray(y_test)
+    rows = np.arange(len(y_train))
+    if max_svm_train is not None and rows.size > max_svm_train:
+        rows = np.sort(np.random.default_rng(seed).choice(rows.size, int(max_svm_train),
+                                                          replace=False))
+    out = []
+    if features_reference:
+        r = svm_on_codes(X_train[rows], y_train[rows], X_test, y_test, C=C, seed=seed)
+        out.append({"method": "features", "bits": int(X_train.shape[1]), **r})
+    for name, make in methods.items():
+        for b in bits:
+            hasher = make(b)
+            if getattr(make, "supervised", False):
+                hasher.fit(X_train, y_train)
+            else:
+                hasher.fit(X_train)
+            r = svm_on_codes(hasher.encode(X_train[rows]), y_train[rows], hasher.encode(X_test),
+                             y_test, C=C, seed=seed)
+            out.append({"method": name, "bits": b, **r})
+    return pd.DataFrame(out, columns=["method", "bits", "accuracy", "train_seconds", "n_train",
+                                      "n_test"])
+
+
+def code_classification(dataset: str, bits: Sequence[int], *,
+                        methods: Mapping[str, Callable[[int], object]],
+                        backbone: str = "efficientnet_lite0", input_size: int = 128, root=None,
+                        C: float = 1.0, max_svm_train: Optional[int] = None, seed: int = 0,
+                        features_reference: bool = True, progress: bool = True):
+    """Sec. 3.3 on a dataset's train and test splits, from cached backbone features.
+
+    The dataset is any name :func:`hashstudy.data.load` knows: ``"cifar10"``,
+    or an ImageFolder registered with :func:`hashstudy.data.register_imagefolder`
+    (Oxford-17 Flowers: ``<dir>/{train,test}/<class>/*.jpg``, registered with a
+    ``size`` because its images differ in size). Features come from
+    :func:`hashstudy.features.dataset_features` (cached); the rest is
+    :func:`classify_with_codes`, whose parameters and result these are.
+    """
+    from . import features
+
+    X_train, y_train = features.dataset_features(dataset, "train", backbone, input_size,
+                                                 root=root, progress=progress)
+    X_test, y_test = features.dataset_features(dataset, "test", backbone, input_size, root=root,
+                                               progress=progress)
+    return classify_with_codes(X_train, y_train, X_test, y_test, bits, methods=methods, C=C,
+                               max_svm_train=max_svm_train, seed=seed,
+                               features_reference=features_reference)
