@@ -414,7 +414,7 @@ def test_expand_neighbors_scale_memory_and_time():
     row_nnz = np.diff(S.indptr)
     assert row_nnz.max() <= k1 * k2 and row_nnz.min() >= k1
     assert S.nnz * (S.data.itemsize + S.indices.itemsize) < 64 * 2**20
-    assert elapsed < 20
+    assert elapsed < 60, f"expansion of 20,000 lists took {elapsed:.1f} s"
 
 
 # ---------------------------------------------------------------------------
