@@ -72,3 +72,26 @@ def test_unknown_notebook_and_profile(folder):
         regenerate.regenerate("smoke", only=["12_x"], folder=folder)
     with pytest.raises(ValueError, match="allowed values"):
         regenerate.regenerate("fast", folder=folder)
+
+
+def test_compact_streams_keeps_what_a_terminal_shows(tmp_path):
+    from hashstudy.regenerate import compact_streams
+
+    bar = "".join(f"\rtraining: {i:3d}%" for i in range(0, 101, 10))
+    nb = {"cells": [{"cell_type": "code", "source": "", "metadata": {}, "outputs": [
+        {"output_type": "stream", "name": "stdout", "text": "start\n"},
+        {"output_type": "stream", "name": "stderr", "text": bar},
+        {"output_type": "stream", "name": "stderr", "text": "\x1b[A\n"},
+        {"output_type": "stream", "name": "stdout", "text": ["done ", "in 3 s\n"]},
+        {"output_type": "execute_result", "data": {"text/plain": "1"}, "metadata": {},
+         "execution_count": 1},
+    ]}], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    path = tmp_path / "nb.ipynb"
+    path.write_text(json.dumps(nb))
+    compact_streams(path)
+    outs = json.loads(path.read_text())["cells"][0]["outputs"]
+    assert [o["output_type"] for o in outs] == ["stream", "stream", "stream", "execute_result"]
+    assert outs[0]["text"] == "start\n"
+    assert outs[1]["text"].strip() == "training: 100%"      # the last redraw only
+    assert "\x1b" not in outs[1]["text"] and "\r" not in outs[1]["text"]
+    assert outs[2]["text"] == "done in 3 s\n"

@@ -32,6 +32,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -121,6 +122,52 @@ def _skipped_parts(nb: Path, profile: str, run: Optional[str]) -> dict:
         return {}
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _terminal_text(text: str) -> str:
+    """What a terminal shows for ``text``: each line keeps what follows its last carriage
+    return, cursor escapes go, and lines left empty by them are dropped."""
+    lines = []
+    for line in _ANSI.sub("", text).split("\n"):
+        shown = line.rstrip("\r").rsplit("\r", 1)[-1]
+        if shown.strip() or line == "":
+            lines.append(shown)
+    out = "\n".join(lines)
+    return re.sub(r"\n{3,}", "\n\n", out)
+
+
+def compact_streams(path: Path) -> None:
+    """Rewrite an executed notebook's text streams as a terminal would show them.
+
+    Progress bars redraw themselves with carriage returns; stored verbatim, every
+    redraw stays in the notebook (megabytes per report). Jupyter renders the same
+    final text either way."""
+    nb = json.loads(Path(path).read_text())
+    changed = False
+    for cell in nb.get("cells", []):
+        merged = []  # consecutive writes to one stream form one output, as Jupyter shows them
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream":
+                text = "".join(out["text"]) if isinstance(out["text"], list) else out["text"]
+                last = merged[-1] if merged else None
+                if last is not None and last.get("output_type") == "stream" \
+                        and last["name"] == out["name"]:
+                    last["text"] += text
+                    changed = True
+                    continue
+                out = dict(out, text=text)
+            merged.append(out)
+        for out in merged:
+            if out.get("output_type") == "stream" and ("\r" in out["text"] or "\x1b[" in out["text"]):
+                out["text"] = _terminal_text(out["text"])
+                changed = True
+        if "outputs" in cell:
+            cell["outputs"] = merged
+    if changed:
+        cache.write_text(path, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+
+
 def _papermill_command(nb: Path, out: Path, profile: str, params: dict, run: Optional[str]) -> list:
     cmd = [sys.executable, "-m", "papermill", str(nb), str(out), "--cwd", str(nb.parent),
            "-p", "profile", profile, "--no-progress-bar", "--log-level", "WARNING"]
@@ -145,7 +192,7 @@ def regenerate(profile: str = "quick", jobs: int = 2, only: Optional[list[str]] 
     threads = max(1, (os.cpu_count() or 1) // jobs)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
                NUMBA_NUM_THREADS=str(threads), HASHSTUDY_THREADS=str(threads),
-               PYTHONUNBUFFERED="1")
+               PYTHONUNBUFFERED="1", TQDM_MININTERVAL="10")  # few progress updates in reports
     outcomes: list[Outcome] = []
     running: dict = {}
     total = len(todo)
@@ -175,6 +222,7 @@ def regenerate(profile: str = "quick", jobs: int = 2, only: Optional[list[str]] 
         out_dir = output_dir(nb, profile, run)
         log_path = out_dir / f".{nb.stem}.log"
         if proc.returncode == 0:
+            compact_streams(tmp)
             os.replace(tmp, out_dir / f"{nb.stem}.ipynb")
             cache.write_json(_state_path(nb, profile, run),
                              {"key": inputs_key(nb, profile, params, run)})
