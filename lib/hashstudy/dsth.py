@@ -375,8 +375,14 @@ class _Rows:
 
     def __init__(self, hasher, inputs, fixed_training=None):
         self.hasher, self.inputs, self.fixed_training = hasher, inputs, fixed_training
+        self._fitted_on = None
 
     def fit(self, index, y=None):
+        # protocols that share their training images share the fitted hasher
+        seen = array_digest(np.asarray(index), np.asarray(y) if y is not None else np.zeros(0))
+        if seen == self._fitted_on:
+            return self
+        self._fitted_on = seen
         if self.fixed_training is not None:  # e.g. CNNH on STL-10's labelled split
             self.hasher.fit(*self.fixed_training)
         elif getattr(self.hasher, "supervised", False):
@@ -641,8 +647,12 @@ def run_experiment(dataset: str, n_bits: int, *, queries: Mapping[str, Mapping],
     pixel_rows = _pixel_rows(images, pixel_side)
     made: dict = {}
 
+    hashers: dict = {}  # (method, bits) -> _Rows, reused by every protocol
+
     def factory(method):
         def make(b):
+            if (method, b) in hashers:
+                return hashers[(method, b)]
             if method == "dsth":
                 h = _Rows(DSTH(b, shape, **{"labelled": labelled, "progress": progress,
                                             **dsth, "seed": seed}), deep_rows)
@@ -653,6 +663,7 @@ def run_experiment(dataset: str, n_bits: int, *, queries: Mapping[str, Mapping],
                 h = _Rows(shallow.make(method, b, seed=seed, **baselines.get(method, {})),
                           pixel_rows)
             made[method] = h.hasher
+            hashers[(method, b)] = h
             return h
         make.supervised = method in ("dsth", "cnnh") or method in shallow.SUPERVISED
         return make
