@@ -223,3 +223,29 @@ def test_code_classification_on_a_generated_imagefolder(tmp_path):
     assert (table.n_train == 36).all() and (table.n_test == 12).all()
     assert table.accuracy.between(0, 1).all()
     assert table.set_index("method").accuracy["features"] > 1 / 3
+
+
+def test_itq_init_starts_at_itq_codes_and_random_init_does_not():
+    X, y, Xq, yq = _blobs(n_query_per_class=5)
+    start = ddh.DDH(16, k1=10, k2=3, epochs=0, init="itq", use_cache=False, progress=False).fit(X)
+    itq = baselines.make("itq", 16, seed=0).fit(start.model_.features(torch.from_numpy(X)).numpy())
+    feats = start.model_.features(torch.from_numpy(Xq)).numpy()
+    assert (start.encode(Xq) == itq.encode(feats)).mean() > 0.99
+    rand = ddh.DDH(16, k1=10, k2=3, epochs=0, init="random", use_cache=False, progress=False).fit(X)
+    assert (rand.encode(Xq) == itq.encode(feats)).mean() < 0.8
+    with pytest.raises(ValueError, match="allowed values"):
+        ddh.DDH(16, init="zeros")
+
+
+def test_neighbor_batches_pair_each_anchor_with_a_constructed_neighbor():
+    X, _ = _blobs(20, 3, 8)
+    S = ddh.neighborhood(X, k1=5, k2=2)
+    sample = ddh._partner_sampler(S, None, seed=0)
+    anchors = np.arange(60)
+    partners = sample(anchors)
+    assert all(S[a, p] != 0 for a, p in zip(anchors, partners))
+    labels = np.repeat(np.arange(3), 20)
+    same = ddh._partner_sampler(None, labels, seed=0)(anchors)
+    assert (labels[same] == labels[anchors]).all()
+    with pytest.raises(ValueError, match="allowed values"):
+        ddh.DDH(16, batches="all")

@@ -145,6 +145,58 @@ def ddh_loss(z: torch.Tensor, s: torch.Tensor, lambda1: float = 15.0,
     return loss, {"pairwise": float(j1.detach()) / n, "quantization": float(j2.detach()) / n}
 
 
+BATCHES = ("neighbors", "random")
+INITS = ("itq", "pca", "random")
+
+
+def _projection_init(model: "DDHNet", phi: np.ndarray, how: str, seed: int,
+                     max_rows: int = 20000) -> None:
+    """Start the hash layer at PCAH's (``"pca"``) or ITQ's (``"itq"``) projections of the
+    (normalised, centred) training features, each output scaled to unit variance, so that
+    ``sgn(z)`` at the start equals that hasher's codes."""
+    from . import baselines
+
+    rows = np.random.default_rng(seed).permutation(len(phi))[:max_rows]
+    bits = model.hash_layer.out_features
+    with torch.no_grad():
+        f = model.features(torch.as_tensor(np.asarray(phi[rows], dtype=np.float32))).double().numpy()
+    hasher = baselines.make(how if how == "itq" else "pcah", bits, seed=seed).fit(f)
+    W = hasher.components_ @ (hasher.rotation_ if how == "itq" else np.eye(bits))
+    proj = (f - hasher.mean_) @ W
+    scale = proj.std(axis=0) + 1e-12
+    with torch.no_grad():
+        model.hash_layer.weight.copy_(torch.from_numpy((W / scale).T).float())
+        model.hash_layer.bias.copy_(torch.from_numpy(-(hasher.mean_ @ W) / scale).float())
+
+
+def _partner_sampler(S, labels, seed: int) -> Callable[[np.ndarray], np.ndarray]:
+    """``f(anchors)``: one random similar image per anchor (a constructed neighbour from
+    the rows of ``S``, or, with ``labels``, an image of the same class), seeded."""
+    rng = np.random.default_rng([int(seed), 0xDD])
+    if labels is not None:
+        labels = np.asarray(labels)
+        order = np.argsort(labels, kind="stable")
+        classes, starts, counts = np.unique(labels[order], return_index=True, return_counts=True)
+        where = np.searchsorted(classes, labels)
+
+        def sample(anchors):
+            c = where[anchors]
+            return order[starts[c] + rng.integers(0, counts[c])]
+        return sample
+    S = sp.csr_matrix(S)
+    indptr, indices = S.indptr, S.indices
+    counts = np.diff(indptr)
+
+    def sample(anchors):
+        n_nb = counts[anchors]
+        pick = rng.integers(0, np.maximum(n_nb, 1))
+        out = indices[np.minimum(indptr[anchors] + pick, len(indices) - 1)]
+        lonely = n_nb == 0  # no constructed neighbour: a random image instead
+        out[lonely] = rng.integers(0, S.shape[0], lonely.sum())
+        return out
+    return sample
+
+
 class PairLabels:
     """Mini-batch pair labels ``s_ij`` in ``{-1, +1}`` from eq. 3's 0/1 matrix or from classes.
 
@@ -324,6 +376,28 @@ class DDH:
         Input normalisation of the head (see :class:`DDHNet`).
     pairwise : {"squared", "likelihood"}
         Pairwise term of the loss (see :func:`ddh_loss`).
+    batches : {"neighbors", "random"}
+        How mini-batches are drawn. ``"random"``: ``batch_size`` random
+        training images. With ``K1 = 15`` lists expanded to about 100
+        neighbours among 50,000 images, a random batch of 128 holds about one
+        similar pair in total, and eq. 5 then sees almost only ``s_ij = -1``.
+        ``"neighbors"`` (default): half of each batch are random anchors and
+        the other half one random constructed neighbour of each (a random
+        same-class image for the supervised variant), so that every batch
+        holds at least ``batch_size / 2`` similar pairs. The loss is eq. 12
+        over all pairs of the batch either way; the paper does not say how
+        its batches were drawn.
+    init : {"itq", "pca", "random"}
+        Initial hash layer (when it sits directly on the features). With
+        ``"random"`` (PyTorch's default) the outputs on unit-length features
+        are about 0.02 in size. The quantisation term (``lambda1 = 15``) then
+        drives every ``z`` to the sign it started with before the pairwise
+        term can move it, and the codes stay close to random projections
+        (LSH). ``"pca"`` and ``"itq"`` (default) start from PCAH's or ITQ's
+        projections of the training features, scaled to unit output variance,
+        so training starts at that hasher's codes and the pair labels refine
+        them. The paper initialises CNN-F from ImageNet and does not say how
+        its hash layer starts.
     supervised : bool
         Pair labels from class labels (``fit(X, y)``) instead of the
         constructed neighbourhood: the supervised setting of Table 5.
@@ -355,7 +429,8 @@ class DDH:
                  lambda2: float = 1e-5, lr: float = 1e-3, batch_size: int = 128,
                  epochs: int = 30, optimizer: str = "sgd", momentum: float = 0.9,
                  hidden: Sequence[int] = (), normalize: str = "l2", pairwise: str = "squared",
-                 supervised: bool = False, finetune: bool = False,
+                 batches: str = "neighbors", init: str = "itq", supervised: bool = False,
+                 finetune: bool = False,
                  backbone: str = "efficientnet_lite0", input_size: int = 128, seed: int = 0,
                  use_cache: bool = True, progress: bool = True):
         (self.n_bits,) = config.check_bits(n_bits)
@@ -372,6 +447,9 @@ class DDH:
         config.check_choice("optimizer", optimizer, training.OPTIMIZERS)
         config.check_choice("normalize", normalize, NORMALIZE)
         config.check_choice("pairwise", pairwise, PAIRWISE)
+        config.check_choice("batches", batches, BATCHES)
+        config.check_choice("init", init, INITS)
+        self.batches, self.init = batches, init
         self.optimizer, self.momentum = optimizer, float(momentum)
         self.hidden = tuple(_positive_int("hidden width", h) for h in hidden)
         self.normalize, self.pairwise = normalize, pairwise
@@ -465,7 +543,16 @@ class DDH:
                "X": array_digest(X), "y": array_digest(y) if self.supervised else None}
         lambda1, lambda2, pairwise = self.lambda1, self.lambda2, self.pairwise
 
+        inputs_all = torch.from_numpy(X)
+        partner = (_partner_sampler(self.S_, y if self.supervised else None, self.seed)
+                   if self.batches == "neighbors" else None)
+
         def objective(model, x, idx):
+            if partner is not None and len(idx) > 1:  # half anchors, half their neighbours
+                half = (len(idx) + 1) // 2
+                anchors = idx.numpy()[:half]
+                idx = torch.from_numpy(np.concatenate([anchors, partner(anchors)[:len(idx) - half]]))
+                x = inputs_all[idx]
             z = model(x)
             loss, parts = ddh_loss(z, pairs(idx.numpy()), lambda1, pairwise)
             w, c = model.hash_layer.weight, model.hash_layer.bias
@@ -474,6 +561,8 @@ class DDH:
         def train(model):
             if phi is not None:
                 model.set_center(phi)
+                if self.init != "random" and not self.hidden and not self.finetune:
+                    _projection_init(model, phi, self.init, self.seed)
             inputs = (torch.from_numpy(X), torch.arange(n))
             self.model_ = model
             hook = None if on_epoch_end is None else (lambda epoch, _: on_epoch_end(epoch, self))
