@@ -15,3 +15,14 @@ def isolated_dirs(tmp_path, monkeypatch):
     monkeypatch.setenv("HASHSTUDY_DOWNLOAD", "0")
     (tmp_path / "data").mkdir()
     return tmp_path
+
+
+@pytest.fixture
+def one_thread():
+    """Small networks train fastest on one thread (and do not fight parallel tests)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
