@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hashstudy import dsth, metrics, synthetic, training
+from hashstudy import dsth, graph, metrics, synthetic, training
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
@@ -50,12 +50,16 @@ def test_without_supervised_stage_the_knn_extension_encodes_new_images():
                                           topk=None) > 0.7
 
 
-@pytest.mark.parametrize("rule", ["zero", "mean", "median"])
+@pytest.mark.parametrize("rule", ["zero", "mean", "median", "ncut"])
 def test_threshold_rule_sets_the_bit_thresholds(rule):
     x, y = _data(64, 0)
     hasher = _small(threshold=rule, hash_epochs=1).fit(x, y)
     Y = hasher.embedding_
-    expected = {"zero": np.zeros(8), "mean": Y.mean(0), "median": np.median(Y, 0)}[rule]
+    if rule == "ncut":  # the graph of eq. 1, rebuilt from the features
+        features = hasher._features(dsth.as_image_tensor(x, hasher.input_shape))
+        expected = graph.ncut_thresholds(graph.knn_graph(features, hasher.k), Y)[0]
+    else:
+        expected = {"zero": np.zeros(8), "mean": Y.mean(0), "median": np.median(Y, 0)}[rule]
     assert np.allclose(hasher.thresholds_, expected)
     assert np.array_equal(hasher.hash_labels_, (Y >= expected).astype(np.uint8))
 
@@ -131,3 +135,52 @@ def test_above_until_reads_the_crossing_level():
     assert dsth.above_until(table, "a", "b") == 0.6
     assert dsth.above_until(table, "b", "a") == 0.0
     assert dsth.above_until(table, "a", "a") == 1.0
+
+
+def _localised_label_stage():
+    """A fitted-looking DSTH: 3 classes of 20 images as graph clusters; column 0
+    separates the classes, columns 1-3 each live in one class (+1 / -1 on its
+    halves) and are near zero, of random sign, on the other classes."""
+    import types
+
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1, 2], 20)
+    W = np.zeros((60, 60))
+    for c in range(3):
+        g = np.flatnonzero(labels == c)
+        W[np.ix_(g, g)] = 1.0
+        W[np.ix_(g[:10], g[10:])] = W[np.ix_(g[10:], g[:10])] = 0.1  # two halves per class
+    W[0, 20] = W[20, 0] = W[20, 40] = W[40, 20] = 0.01
+    np.fill_diagonal(W, 0)
+    Y = rng.normal(0, 1e-3, (60, 4))
+    Y[:, 0] = labels - 1.0
+    for c in range(3):
+        g = np.flatnonzero(labels == c)
+        Y[g[:10], c + 1], Y[g[10:], c + 1] = 1.0, -1.0
+    return types.SimpleNamespace(embedding_=Y, graph_=sp.csr_matrix(W)), labels
+
+
+def test_eigenvector_localisation_is_the_dominant_class_share():
+    hasher, labels = _localised_label_stage()
+    share = dsth.eigenvector_localisation(hasher, labels)
+    assert share.shape == (4,)
+    assert share[0] == pytest.approx(0.5)  # -1, 0, +1 per class: two classes hold the mass
+    assert np.all(share[1:] > 0.99)
+    with pytest.raises(ValueError, match="one per training image"):
+        dsth.eigenvector_localisation(hasher, labels[:10])
+
+
+def test_threshold_comparison_scores_each_rule_on_the_hash_labels():
+    hasher, labels = _localised_label_stage()
+    table = dsth.threshold_comparison(hasher, labels, n_query=60, seed=0)
+    assert list(table.index) == list(dsth.THRESHOLDS)
+    assert {"map_all", "P@R=0.1", "P@R=1.0", "balance"} <= set(table.columns)
+    assert np.all(table["balance"].between(0, 1))
+    # the sign splits the near-zero values of the in-class columns at random; the
+    # normalised cut gives them one bit, so same-class images share their codes
+    assert table.loc["ncut", "map_all"] > table.loc["zero", "map_all"] + 0.1
+    assert table.loc["ncut", "P@R=1.0"] > table.loc["zero", "P@R=1.0"] + 0.2
+    with pytest.raises(ValueError, match="allowed values"):
+        dsth.threshold_comparison(hasher, labels, rules=["otsu"])

@@ -471,3 +471,73 @@ def test_label_similarity_and_pairwise_labels():
     np.testing.assert_array_equal(graph.pairwise_labels(P, [0], [1, 2]), [[1, -1]])
     with pytest.raises(ValueError, match="rows"):
         graph.pairwise_labels(P, [3])
+
+
+# ---------------------------------------------------------------------------
+# normalised-cut thresholds
+
+
+def _ncut(W, ones):
+    W = W.toarray() if sp.issparse(W) else np.asarray(W)
+    deg = W.sum(1)
+    cut = W[ones][:, ~ones].sum()
+    return cut / deg[ones].sum() + cut / deg[~ones].sum()
+
+
+def test_ncut_thresholds_find_the_best_split_of_each_column():
+    rng = np.random.default_rng(5)
+    n = 30
+    A = rng.random((n, n)) * (rng.random((n, n)) < 0.3)
+    W = sp.csr_matrix(np.triu(A, 1) + np.triu(A, 1).T)
+    Y = rng.standard_normal((n, 4))
+    thr, values = graph.ncut_thresholds(W, Y)
+    for p in range(4):
+        v = np.sort(Y[:, p])
+        candidates = (v[:-1] + v[1:]) / 2  # every split into a top and a bottom set
+        brute = [_ncut(W, Y[:, p] >= t) for t in candidates]
+        assert values[p] == pytest.approx(min(brute))
+        assert _ncut(W, Y[:, p] >= thr[p]) == pytest.approx(min(brute))
+        assert 0 < (Y[:, p] >= thr[p]).sum() < n
+    bits, used = graph.binarize(Y, rule="ncut", W=W)
+    np.testing.assert_array_equal(used, thr)
+    np.testing.assert_array_equal(bits, Y >= thr)
+
+
+def test_ncut_split_gives_near_zero_values_one_bit_where_the_sign_does_not():
+    # two tight groups A1, A2 (one "class", weakly linked) and a third group B,
+    # linked to A by a single weak edge; the column lives in A (+1 on A1, -1 on
+    # A2) and is near zero, of random sign, on B
+    rng = np.random.default_rng(0)
+    a1, a2, b = np.arange(0, 10), np.arange(10, 20), np.arange(20, 60)
+    W = np.zeros((60, 60))
+    for g in (a1, a2, b):
+        W[np.ix_(g, g)] = 1.0
+    W[0, 10] = W[10, 0] = 0.2
+    W[5, 30] = W[30, 5] = 0.01
+    np.fill_diagonal(W, 0)
+    v = np.zeros(60)
+    v[a1], v[a2], v[b] = 1.0, -1.0, rng.normal(0, 1e-3, b.size)
+    sign_bits, _ = graph.binarize(v[:, None], rule="zero")
+    assert 0 < sign_bits[b].sum() < b.size  # the sign splits B at random
+    bits, _ = graph.binarize(v[:, None], rule="ncut", W=sp.csr_matrix(W))
+    assert len(np.unique(bits[b])) == 1  # one bit for all of B
+    assert np.all(bits[a1] == 1) and np.all(bits[a2] == 0)  # the cut is inside A
+
+
+def test_ncut_ties_between_components_take_the_most_balanced_split():
+    W = sp.block_diag([np.ones((5, 5)) - np.eye(5)] * 4).tocsr()
+    v = np.repeat([3.0, 2.0, 1.0, 0.0], 5)  # every split between blocks cuts nothing
+    thr, values = graph.ncut_thresholds(W, v[:, None])
+    assert values[0] == 0.0 and thr[0] == pytest.approx(1.5)
+
+
+def test_ncut_thresholds_reject_bad_input():
+    W = sp.csr_matrix(np.ones((4, 4)) - np.eye(4))
+    with pytest.raises(ValueError, match="needs the graph"):
+        graph.binarize(np.arange(8.0).reshape(4, 2), rule="ncut")
+    with pytest.raises(ValueError, match="constant"):
+        graph.ncut_thresholds(W, np.ones((4, 1)))
+    with pytest.raises(ValueError, match="match the rows"):
+        graph.ncut_thresholds(W, np.arange(10.0).reshape(5, 2))
+    with pytest.raises(ValueError, match="no edges"):
+        graph.ncut_thresholds(sp.csr_matrix((4, 4)), np.arange(4.0)[:, None])

@@ -14,9 +14,21 @@ Unsupervised stage: hash labels (sec. 2.1, eq. 1-7)
        :func:`hashstudy.graph.laplacian_eigenmap`, sparse solver, trivial
        eigenvector dropped, the ``t`` smallest non-trivial ones kept).
     3. Each column is thresholded into a bit (eq. 7,
-       :func:`hashstudy.graph.binarize`): at zero (the default: for Laplacian
-       eigenvectors, ``v^T D 1 = 0`` makes zero the degree-weighted mean), the
-       per-bit mean or the per-bit median. These are the *hash labels*.
+       :func:`hashstudy.graph.binarize`). The paper calls the threshold
+       ``epsilon`` and does not give its value. The default, ``"ncut"``, puts
+       it per bit at the splitting point of minimum normalised cut of the same
+       graph (Shi and Malik 2000, :func:`hashstudy.graph.ncut_thresholds`).
+       The alternatives are zero (the sign: for Laplacian eigenvectors,
+       ``v^T D 1 = 0`` makes zero the degree-weighted mean), the per-bit mean
+       and the per-bit median. These bits are the *hash labels*.
+
+       Why not the sign: on features that separate the classes, the graph is
+       close to one cluster per class, and all but the first few eigenvectors
+       live inside one class, with values near zero on every other image. The
+       sign (or the mean, or the median) of those near-zero values is close
+       to random, so such a bit adds noise to the distance between two images
+       of any other class. The normalised-cut split cuts the eigenvector
+       inside its class and gives every other image the same bit.
 Supervised stage: hash function (sec. 2.2, eq. 8)
     A CNN followed by a single-hidden-layer MLP with sigmoid hidden units,
     ``f(x) = b2 + W2 sigmoid(b1 + W1 cnn(x))`` (eq. 8), is trained to output
@@ -56,10 +68,11 @@ import torch
 from torch import nn
 
 from . import baselines as shallow
-from . import cache, config, data, evaluation, graph, hamming, protocols, training
+from . import cache, config, data, evaluation, graph, hamming, metrics, protocols, training
 from .cnnh import CNNH, ConvNet, _float, array_digest, as_image_tensor
 
 __all__ = ["DSTH", "THRESHOLDS", "RECALL_LEVELS", "METRIC_KEYS", "test_query_split",
+           "eigenvector_localisation", "threshold_comparison",
            "Experiment", "run_experiment", "label_stage_summary", "above_until"]
 
 THRESHOLDS = graph.BINARIZE_RULES
@@ -103,8 +116,12 @@ class DSTH:
         Image size; pixel rows given to ``fit``/``encode`` are reshaped to it.
     k : int
         Neighbours of the kNN graph (eq. 1); the paper's ``k = 25`` (sec. 3).
-    threshold : {"zero", "mean", "median"}
-        Binarisation of the eigenvectors (eq. 7).
+    threshold : {"ncut", "zero", "mean", "median"}
+        Binarisation of the eigenvectors (eq. 7), whose threshold the paper
+        leaves open. ``"ncut"`` (default): per bit, the splitting point of
+        minimum normalised cut of the kNN graph (Shi and Malik 2000,
+        :func:`hashstudy.graph.ncut_thresholds`); ``"zero"``: the sign;
+        ``"mean"`` / ``"median"``: per-bit mean / median.
     widths, hidden : CNN convolution widths and fully connected width, shared
         by both stages (see :class:`hashstudy.cnnh.ConvNet`).
     feature_epochs, hash_epochs : int
@@ -136,6 +153,8 @@ class DSTH:
         Connected components of the kNN graph (1 = connected).
     neighbors_ : int64 (n, k)
         Each training image's kNN in the CNN feature space.
+    graph_ : scipy.sparse.csr_matrix (n, n)
+        The kNN graph ``W`` of eq. 1.
     label_cnn_, hash_net_ : nn.Module (``hash_net_`` is None without the supervised stage)
     label_cnn_info_, hash_net_info_ : dict
         Training histories.
@@ -147,7 +166,7 @@ class DSTH:
     supervised = True
 
     def __init__(self, n_bits: int, input_shape: Sequence[int], *, k: int = 25,
-                 threshold: str = "zero", widths: Sequence[int] = (32, 64, 128),
+                 threshold: str = "ncut", widths: Sequence[int] = (32, 64, 128),
                  hidden: int = 500, feature_epochs: int = 5, hash_epochs: int = 10,
                  batch_size: int = 64, lr: float = 1e-3, supervised_stage: bool = True,
                  finetune: bool = True, labelled=None, seed: int = 0, progress: bool = True):
@@ -202,7 +221,7 @@ class DSTH:
 
     def _eigenmap(self, features: np.ndarray, key: dict):
         parts = dict(cnn=key, data=array_digest(features), k=self.k, n_bits=self.n_bits,
-                     seed=self.seed)
+                     seed=self.seed, arrays=("Y", "eigenvalues", "neighbors", "similarities"))
         path = config.cache_dir("dsth") / f"eigenmap-{cache.key(parts)}.npz"
 
         def compute():
@@ -212,7 +231,7 @@ class DSTH:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", graph.DisconnectedGraphWarning)
                 Y, ev = graph.laplacian_eigenmap(W, self.n_bits, seed=self.seed)
-            return {"Y": Y, "eigenvalues": ev, "neighbors": idx,
+            return {"Y": Y, "eigenvalues": ev, "neighbors": idx, "similarities": val,
                     "components": np.array(n_comp)}
 
         return cache.cached_arrays(path, compute)
@@ -267,7 +286,11 @@ class DSTH:
         eig = self._eigenmap(features, key)
         self.embedding_, self.eigenvalues_ = eig["Y"], eig["eigenvalues"]
         self.neighbors_, self.graph_components_ = eig["neighbors"], int(eig["components"])
-        self.hash_labels_, self.thresholds_ = graph.binarize(self.embedding_, self.threshold)
+        # the graph of eq. 1 again, from the cached neighbour lists (for the ncut rule)
+        self.graph_ = graph.knn_graph(features, self.k, weight="cosine",
+                                      neighbors=(eig["neighbors"], eig["similarities"]))
+        self.hash_labels_, self.thresholds_ = graph.binarize(self.embedding_, self.threshold,
+                                                             W=self.graph_)
         if self.supervised_stage:
             self.hash_net_, self.hash_net_info_ = self._hash_net(images, self.hash_labels_, key)
             self.label_fit_ = float((self._net_codes(images) == self.hash_labels_).mean())
@@ -528,6 +551,75 @@ def label_stage_summary(exp: Experiment, pixel_knn: bool = True) -> dict:
             idx, _ = graph.knn(pixels, h.k, metric="cosine")
             out["knn_label_precision_pixels"] = graph.label_precision(idx, y)
     return out
+
+
+def eigenvector_localisation(hasher: DSTH, labels) -> np.ndarray:
+    """Per bit, the share of the eigenvector's squared mass in its dominant class.
+
+    1.0: the eigenvector (eq. 6) lives in one class and is zero on every other
+    image; about ``1 / n_classes``: it is spread over all classes.
+
+    Parameters
+    ----------
+    hasher : fitted :class:`DSTH`
+    labels : int array (n,)
+        Class labels of the training images, in the rows of ``embedding_``.
+
+    Returns
+    -------
+    ndarray of float64, shape (n_bits,)
+    """
+    Y = getattr(hasher, "embedding_", None)
+    if Y is None:
+        raise RuntimeError("DSTH is not fitted yet: call fit(images, labels) first")
+    labels = np.asarray(labels)
+    if labels.shape != (Y.shape[0],):
+        raise ValueError(f"labels must have shape ({Y.shape[0]},) (one per training image), "
+                         f"got {labels.shape}")
+    mass = Y ** 2
+    per_class = np.stack([mass[labels == c].sum(0) for c in np.unique(labels)])
+    return per_class.max(0) / mass.sum(0)
+
+
+def threshold_comparison(hasher: DSTH, labels, rules: Sequence[str] = THRESHOLDS,
+                         n_query: int = 1000, seed: int = 0,
+                         levels: Sequence[float] = RECALL_LEVELS):
+    """Retrieval quality of the hash labels under each threshold rule of eq. 7.
+
+    The eigenvectors of the fitted hasher are binarised with every rule
+    (:func:`hashstudy.graph.binarize`, ``"ncut"`` on the hasher's graph) and
+    the training images' hash labels are searched with ``n_query`` random
+    training images as queries (each query's own code included in the
+    database). No network is trained: this isolates the unsupervised stage.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per rule: ``map_all``, ``P@R=<level>`` per level and
+        ``balance`` (mean share of ones per bit).
+    """
+    import pandas as pd
+
+    Y = getattr(hasher, "embedding_", None)
+    if Y is None:
+        raise RuntimeError("DSTH is not fitted yet: call fit(images, labels) first")
+    labels = np.asarray(labels)
+    if labels.shape != (Y.shape[0],):
+        raise ValueError(f"labels must have shape ({Y.shape[0]},) (one per training image), "
+                         f"got {labels.shape}")
+    for rule in rules:
+        config.check_choice("threshold", rule, THRESHOLDS)
+    n = Y.shape[0]
+    q = np.sort(np.random.default_rng(seed).choice(n, min(int(n_query), n), replace=False))
+    rows = {}
+    for rule in rules:
+        bits, _ = graph.binarize(Y, rule, W=hasher.graph_)
+        p_at_r = metrics.precision_at_recall(bits[q], bits, labels[q], labels, levels=levels)
+        rows[rule] = {"map_all": metrics.mean_average_precision(bits[q], bits, labels[q], labels,
+                                                                topk=None),
+                      **{f"P@R={lv}": v for lv, v in zip(levels, p_at_r)},
+                      "balance": float(bits.mean())}
+    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def above_until(table, method: str, rival: str) -> float:

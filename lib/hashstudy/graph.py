@@ -59,13 +59,14 @@ __all__ = [
     "label_similarity",
     "pairwise_labels",
     "DisconnectedGraphWarning",
+    "ncut_thresholds",
 ]
 
 METRICS = ("cosine", "euclidean")
 WEIGHTS = ("cosine", "heat", "binary")
 SYMMETRIZE = ("max", "mean", "and")
 EXPANSION_SYMMETRIZE = ("or", "and", "none")
-BINARIZE_RULES = ("zero", "mean", "median")
+BINARIZE_RULES = ("zero", "mean", "median", "ncut")
 EIGEN_SOLVERS = ("auto", "arpack", "dense")
 
 # Tile side of the kNN search: a 2048 x 2048 float32 score tile takes 16 MiB.
@@ -693,7 +694,89 @@ def _filtered_top_eigenpairs(M: sp.csr_matrix, u0: np.ndarray | None, t: int, se
     return mu, U @ R
 
 
-def binarize(Y, rule: str = "mean", thresholds=None) -> tuple[np.ndarray, np.ndarray]:
+def ncut_thresholds(W, Y) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column splitting points of minimum normalised cut (Shi and Malik 2000).
+
+    For each column ``v`` of ``Y`` the nodes are sorted by ``v`` and every
+    split "the ``i`` largest values against the rest" is scored by the
+    normalised cut of the graph ``W``,
+
+    ``Ncut(S) = cut(S, S') / vol(S) + cut(S, S') / vol(S')``,
+
+    with ``vol`` the sum of degrees; the threshold is placed half way between
+    the two values of the best split (of equally good splits, the one whose
+    volume is closest to half). This is the "search for the splitting
+    point such that the resulting partition has the best Ncut value" of Shi
+    and Malik (IEEE TPAMI 22(8), 2000, sec. 3.1) for the eigenvectors of
+    ``L v = lambda D v``. Unlike the sign or the median, it never splits a set
+    of nodes whose values are all close to zero: an eigenvector that lives in
+    one cluster of the graph is cut inside that cluster, and every other node
+    gets the same bit. The whole sweep costs ``O(nnz(W) + N log N)`` per
+    column.
+
+    Parameters
+    ----------
+    W : scipy.sparse matrix or ndarray, shape (N, N)
+        Symmetric non-negative affinity, the graph the columns of ``Y`` were
+        computed from.
+    Y : array_like, shape (N, t)
+
+    Returns
+    -------
+    thresholds : ndarray of float64, shape (t,)
+        ``Y[:, p] >= thresholds[p]`` is the better side of the best split
+        (never empty, never all nodes).
+    ncut : ndarray of float64, shape (t,)
+        The normalised cut of each chosen split (0: a disconnected part).
+    """
+    Y = np.asarray(Y, dtype=np.float64)
+    if Y.ndim != 2 or Y.shape[0] < 2:
+        raise ValueError(f"Y must be a 2-D (N, t) array with N >= 2, got shape {Y.shape}")
+    if not np.isfinite(Y).all():
+        raise ValueError("Y has non-finite values")
+    W = sp.coo_matrix(W)
+    if W.shape != (Y.shape[0], Y.shape[0]):
+        raise ValueError(f"W has shape {W.shape}, expected ({Y.shape[0]}, {Y.shape[0]}) "
+                         "to match the rows of Y")
+    if W.nnz and (not np.isfinite(W.data).all() or W.data.min() < 0):
+        raise ValueError("W must have finite, non-negative weights")
+    off = W.row != W.col  # self-loops count in the degree but are never cut
+    rows, cols, w = W.row[off], W.col[off], W.data[off].astype(np.float64)
+    n = Y.shape[0]
+    deg = np.bincount(W.row, weights=W.data.astype(np.float64), minlength=n)
+    total = deg.sum()
+    if not total > 0:
+        raise ValueError("W has no edges: the normalised cut is undefined")
+    thresholds, values = np.empty(Y.shape[1]), np.empty(Y.shape[1])
+    rank = np.empty(n, dtype=np.int64)
+    for p in range(Y.shape[1]):
+        v = Y[:, p]
+        order = np.argsort(-v, kind="stable")
+        rank[order] = np.arange(n)
+        # weight from each node to the nodes ranked before it
+        before = rank[cols] < rank[rows]
+        inner = np.bincount(rows[before], weights=w[before], minlength=n)
+        vol = np.cumsum(deg[order])
+        cut = np.maximum(vol - 2.0 * np.cumsum(inner[order]), 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            score = cut / vol + cut / (total - vol)
+        # only splits between two different values, with both sides non-empty
+        valid = np.zeros(n, dtype=bool)
+        valid[:-1] = v[order[:-1]] > v[order[1:]]
+        valid &= (vol > 0) & (total - vol > 0)
+        if not valid.any():
+            raise ValueError(f"column {p} of Y is constant: it has no splitting point")
+        score = np.where(valid, score, np.inf)
+        # ties (e.g. several zero cuts between connected components): the most
+        # balanced of the best splits
+        best = score <= score.min() * (1.0 + 1e-9) + 1e-12
+        i = int(np.flatnonzero(best)[np.argmin(np.abs(vol[best] - total / 2.0))])
+        thresholds[p] = (v[order[i]] + v[order[i + 1]]) / 2.0
+        values[p] = score[i]
+    return thresholds, values
+
+
+def binarize(Y, rule: str = "mean", thresholds=None, W=None) -> tuple[np.ndarray, np.ndarray]:
     """Threshold real-valued embeddings into bits, one threshold per column.
 
     ``bit = 1`` where ``Y[:, p] >= threshold[p]`` and 0 otherwise (DSTH
@@ -703,16 +786,20 @@ def binarize(Y, rule: str = "mean", thresholds=None) -> tuple[np.ndarray, np.nda
     ----------
     Y : array_like, shape (N, t)
         Real-valued embedding, e.g. from :func:`laplacian_eigenmap`.
-    rule : {"zero", "mean", "median"}
+    rule : {"zero", "mean", "median", "ncut"}
         How thresholds are computed from ``Y`` when none are given:
         ``"zero"`` thresholds at 0 (for Laplacian eigenvectors this is their
         degree-weighted mean, since ``v^T D 1 = 0``); ``"mean"`` at the column
         mean (journal eq. 14); ``"median"`` at the column median, which gives
-        balanced bits (half ones, up to ties).
+        balanced bits (half ones, up to ties); ``"ncut"`` at the splitting
+        point of minimum normalised cut of the graph ``W``
+        (:func:`ncut_thresholds`).
     thresholds : array_like, shape (t,), optional
         Use these thresholds instead (``rule`` is then not used): the journal
         paper reuses the label stage's per-bit values to binarise network
         outputs (sec. III-B).
+    W : sparse matrix, shape (N, N), optional
+        The graph ``Y`` was computed from; required by ``rule="ncut"``.
 
     Returns
     -------
@@ -732,8 +819,13 @@ def binarize(Y, rule: str = "mean", thresholds=None) -> tuple[np.ndarray, np.nda
             thresholds = np.zeros(Y.shape[1])
         elif rule == "mean":
             thresholds = Y.mean(axis=0, dtype=np.float64)
-        else:
+        elif rule == "median":
             thresholds = np.median(Y, axis=0)
+        else:
+            if W is None:
+                raise ValueError('rule="ncut" needs the graph: pass W, the affinity matrix '
+                                 "Y was computed from")
+            thresholds = ncut_thresholds(W, Y)[0]
     thresholds = np.asarray(thresholds, dtype=np.float64)
     if thresholds.shape != (Y.shape[1],):
         raise ValueError(f"thresholds must have shape ({Y.shape[1]},), got {thresholds.shape}")
