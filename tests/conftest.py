@@ -17,9 +17,14 @@ def isolated_dirs(tmp_path, monkeypatch):
     return tmp_path
 
 
-@pytest.fixture
+@pytest.fixture(scope="session", autouse=True)
 def one_thread():
-    """Small networks train fastest on one thread (and do not fight parallel tests)."""
+    """Every test runs torch on one thread.
+
+    Small networks train fastest on one thread and do not fight parallel jobs;
+    above all, a float sum's order depends on the thread count, so a training
+    test's outcome must not depend on which tests ran before it.
+    """
     import torch
 
     before = torch.get_num_threads()

@@ -12,8 +12,6 @@ import torch
 from hashstudy import features
 from hashstudy.features import BackboneUnavailableError
 
-torch.set_num_threads(1)  # one thread: robust on a shared, busy machine
-
 LITE0_TENSORS = 247  # learned tensors and batch-norm statistics of EfficientNet-Lite0
 
 
