@@ -553,6 +553,18 @@ def label_stage_summary(exp: Experiment, pixel_knn: bool = True) -> dict:
     return out
 
 
+def _embedding_and_labels(hasher: DSTH, labels):
+    """The fitted eigenmap (eq. 6) and the training labels of its rows, checked."""
+    Y = getattr(hasher, "embedding_", None)
+    if Y is None:
+        raise RuntimeError("DSTH is not fitted yet: call fit(images, labels) first")
+    labels = np.asarray(labels)
+    if labels.shape != (Y.shape[0],):
+        raise ValueError(f"labels must have shape ({Y.shape[0]},) (one per training image), "
+                         f"got {labels.shape}")
+    return Y, labels
+
+
 def eigenvector_localisation(hasher: DSTH, labels) -> np.ndarray:
     """Per bit, the share of the eigenvector's squared mass in its dominant class.
 
@@ -569,13 +581,7 @@ def eigenvector_localisation(hasher: DSTH, labels) -> np.ndarray:
     -------
     ndarray of float64, shape (n_bits,)
     """
-    Y = getattr(hasher, "embedding_", None)
-    if Y is None:
-        raise RuntimeError("DSTH is not fitted yet: call fit(images, labels) first")
-    labels = np.asarray(labels)
-    if labels.shape != (Y.shape[0],):
-        raise ValueError(f"labels must have shape ({Y.shape[0]},) (one per training image), "
-                         f"got {labels.shape}")
+    Y, labels = _embedding_and_labels(hasher, labels)
     mass = Y ** 2
     per_class = np.stack([mass[labels == c].sum(0) for c in np.unique(labels)])
     return per_class.max(0) / mass.sum(0)
@@ -600,13 +606,7 @@ def threshold_comparison(hasher: DSTH, labels, rules: Sequence[str] = THRESHOLDS
     """
     import pandas as pd
 
-    Y = getattr(hasher, "embedding_", None)
-    if Y is None:
-        raise RuntimeError("DSTH is not fitted yet: call fit(images, labels) first")
-    labels = np.asarray(labels)
-    if labels.shape != (Y.shape[0],):
-        raise ValueError(f"labels must have shape ({Y.shape[0]},) (one per training image), "
-                         f"got {labels.shape}")
+    Y, labels = _embedding_and_labels(hasher, labels)
     for rule in rules:
         config.check_choice("threshold", rule, THRESHOLDS)
     n = Y.shape[0]
