@@ -110,19 +110,21 @@ def test_ties_worked_by_hand():
     args = (TIE_Q, TIE_D, TIE_QL, TIE_DL)
     # index order: rel, not, rel, rel -> (1 + 2/3 + 3/4) / 3 = 29/36
     # the other tie order: rel, rel, not, rel -> (1 + 1 + 3/4) / 3 = 33/36
-    assert M.mean_average_precision(*args) == pytest.approx(29 / 36)
-    assert M.mean_average_precision(*args, ties="average") == pytest.approx(31 / 36)
+    # the default averages over both tie orders
+    assert M.mean_average_precision(*args, ties="index") == pytest.approx(29 / 36)
+    assert M.mean_average_precision(*args) == pytest.approx(31 / 36)
     # top 3: (1 + 2/3) / 2 = 5/6 or (1 + 1) / 2 = 1
-    assert M.mean_average_precision(*args, topk=3) == pytest.approx(5 / 6)
-    assert M.mean_average_precision(*args, topk=3, ties="average") == pytest.approx(11 / 12)
+    assert M.mean_average_precision(*args, topk=3, ties="index") == pytest.approx(5 / 6)
+    assert M.mean_average_precision(*args, topk=3) == pytest.approx(11 / 12)
     # precision@2: 1/2 or 1
-    assert M.precision_at_k(*args, 2) == pytest.approx(0.5)
-    assert M.precision_at_k(*args, 2, ties="average") == pytest.approx(0.75)
-    np.testing.assert_allclose(M.precision_curve(*args, 4), [1, 1 / 2, 2 / 3, 3 / 4])
+    assert M.precision_at_k(*args, 2, ties="index") == pytest.approx(0.5)
+    assert M.precision_at_k(*args, 2) == pytest.approx(0.75)
+    np.testing.assert_allclose(M.precision_curve(*args, 4, ties="index"), [1, 1 / 2, 2 / 3, 3 / 4])
+    np.testing.assert_allclose(M.precision_curve(*args, 4), [1, 3 / 4, 2 / 3, 3 / 4])
     # recall 0.5 of R = 3 needs j = 2 relevant items: rank 3 or rank 2
-    assert M.precision_at_recall(*args, 0.5) == pytest.approx(2 / 3)
-    assert M.precision_at_recall(*args, 0.5, ties="average") == pytest.approx(5 / 6)
-    np.testing.assert_allclose(M.precision_at_recall(*args, (0.3, 1.0)), [1.0, 3 / 4])
+    assert M.precision_at_recall(*args, 0.5, ties="index") == pytest.approx(2 / 3)
+    assert M.precision_at_recall(*args, 0.5) == pytest.approx(5 / 6)
+    np.testing.assert_allclose(M.precision_at_recall(*args, (0.3, 1.0), ties="index"), [1.0, 3 / 4])
 
 
 def test_radius_metrics_worked_by_hand():
@@ -135,8 +137,8 @@ def test_radius_metrics_worked_by_hand():
     assert M.precision_within_radius(*args, r=1) == pytest.approx((2 / 3, 1.0))
     assert M.precision_within_radius(*args, r=99).precision == pytest.approx(3 / 4)
     # F_0.5 = 1.25 P R / (0.25 P + R): 5/7, 2/3, 15/19 at radius 0, 1, 2
-    assert M.max_f_measure(*args, beta=0.5) == pytest.approx(15 / 19)
-    assert M.max_f_measure(*args, beta=0.25) == pytest.approx(
+    assert M.max_f_radius(*args, beta=0.5) == pytest.approx(15 / 19)
+    assert M.max_f_radius(*args, beta=0.25) == pytest.approx(
         max(1.0625 * p * r / (0.0625 * p + r) for p, r in [(1, 1 / 3), (2 / 3, 2 / 3), (3 / 4, 1)])
     )
     assert M.precision_nearest_distances(*args, 1) == 1.0
@@ -185,19 +187,19 @@ def test_ranking_metrics_match_reference(seed, bits):
     for k in (1, 7, 60, 150, 400, None):
         kk = 150 if k is None else k
         expected = [ref_ap(r, kk) for r in rels]
-        np.testing.assert_allclose(M.average_precision(q, d, ql, dl, k), expected, atol=1e-12)
-        assert M.mean_average_precision(q, d, ql, dl, k) == pytest.approx(np.mean(expected), abs=1e-12)
+        np.testing.assert_allclose(M.average_precision(q, d, ql, dl, k, "index"), expected, atol=1e-12)
+        assert M.mean_average_precision(q, d, ql, dl, k, "index") == pytest.approx(np.mean(expected), abs=1e-12)
     ks = [1, 5, 33, 150, 200]
     expected = [np.mean([sum(r[:k]) / min(k, 150) for r in rels]) for k in ks]
-    np.testing.assert_allclose(M.precision_at_k(q, d, ql, dl, ks), expected, atol=1e-12)
-    np.testing.assert_allclose(M.returned_image_precision(q, d, ql, dl, ks), expected, atol=1e-12)
-    curve = M.precision_curve(q, d, ql, dl, 160)
+    np.testing.assert_allclose(M.precision_at_k(q, d, ql, dl, ks, "index"), expected, atol=1e-12)
+    np.testing.assert_allclose(M.returned_image_precision(q, d, ql, dl, ks, "index"), expected, atol=1e-12)
+    curve = M.precision_curve(q, d, ql, dl, 160, "index")
     np.testing.assert_allclose(
         curve, [np.mean([sum(r[:k]) / min(k, 150) for r in rels]) for k in range(1, 161)], atol=1e-12
     )
     levels = (0.1, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0)
     expected = [np.mean([ref_precision_at_recall(r, lv) for r in rels]) for lv in levels]
-    np.testing.assert_allclose(M.precision_at_recall(q, d, ql, dl, levels), expected, atol=1e-12)
+    np.testing.assert_allclose(M.precision_at_recall(q, d, ql, dl, levels, "index"), expected, atol=1e-12)
 
 
 @pytest.mark.parametrize("seed, bits", [(5, 5), (6, 12), (7, 64), (8, 100)])
@@ -228,7 +230,7 @@ def test_radius_metrics_match_reference(seed, bits):
             (1 + beta**2) * p * r / (beta**2 * p + r) if p + r > 0 else 0.0
             for p, r in zip(curve.precision, curve.recall)
         ]
-        assert M.max_f_measure(q, d, ql, dl, beta) == pytest.approx(max(f), abs=1e-12)
+        assert M.max_f_radius(q, d, ql, dl, beta) == pytest.approx(max(f), abs=1e-12)
     for n_levels in (1, 2, 3):
         prec = []
         for i in range(len(q)):
@@ -246,7 +248,7 @@ def test_recall_level_rank_is_not_pushed_up_by_rounding():
     dl = np.arange(200) % 2
     rel = relevance_lists(q, d, [1], dl)[0]
     expected = ref_precision_at_recall(rel, 0.55)
-    assert M.precision_at_recall(q, d, [1], dl, 0.55) == pytest.approx(expected)
+    assert M.precision_at_recall(q, d, [1], dl, 0.55, "index") == pytest.approx(expected)
     ranks = np.flatnonzero(rel) + 1
     assert expected == pytest.approx(55 / ranks[54])
 
@@ -277,7 +279,7 @@ def test_map_equals_stable_argsort_loop_bit_for_bit():
             order = np.argsort(dist, kind="stable")[:k]
             ranks = np.flatnonzero(dl[order] == ql[i]) + 1
             aps.append(np.cumsum(np.arange(1, len(ranks) + 1) / ranks)[-1] / len(ranks) if len(ranks) else 0.0)
-        assert M.mean_average_precision(q, d, ql, dl, k) == np.mean(aps)
+        assert M.mean_average_precision(q, d, ql, dl, k, ties="index") == np.mean(aps)
 
 
 # ---------------------------------------------------------------------------
@@ -361,6 +363,7 @@ def test_evaluate_matches_individual_functions():
     assert out["hd3p_answered"] == M.precision_within_radius(*args, 3).answered
     assert out["max_f@0.5"] == M.max_f_measure(*args, 0.5)
     assert out["max_f@1.0"] == M.max_f_measure(*args, 1.0)
+    assert out["max_f_radius@0.5"] == M.max_f_radius(*args, 0.5)
     assert out["nc3p"] == M.precision_nearest_distances(*args, 3)
     avg = M.evaluate(q, d, ql, dl, ["map_all", "precision@5"], ties="average")
     assert avg["map_all"] == pytest.approx(M.mean_average_precision(*args, ties="average"))
@@ -381,6 +384,8 @@ def test_code_forms_give_identical_metrics():
         (lambda a: M.mean_average_precision(*a, topk=0), ValueError, "topk must be positive"),
         (lambda a: M.mean_average_precision(*a, topk=2.5), ValueError, "topk must be positive"),
         (lambda a: M.mean_average_precision(*a, ties="random"), ValueError, "allowed values: 'index', 'average'"),
+        (lambda a: M.max_f_radius(*a, beta=-1), ValueError, "beta must be a positive"),
+        (lambda a: M.evaluate(*a, ["max_f_radius@y"]), ValueError, "not a number"),
         (lambda a: M.pr_curve(*a, empty="nan"), ValueError, "allowed values: 'zero', 'skip'"),
         (lambda a: M.precision_at_k(*a, [5, 0]), ValueError, "ks must be positive"),
         (lambda a: M.precision_at_k(*a, []), ValueError, "ks is empty"),
@@ -420,3 +425,108 @@ def test_map_all_is_fast_at_cifar_scale():
     elapsed = time.perf_counter() - start
     assert 0.1 < value < 1.0
     assert elapsed < 15.0, f"mAP@all on 1,000 x 59,000 codes took {elapsed:.2f} s"
+
+
+# ---------------------------------------------------------------------------
+# order-free evaluation: no reported metric depends on the database's order
+# ---------------------------------------------------------------------------
+
+RANKING_KEYS = (
+    "precision@1", "precision@10", "precision@100", "precision@1000", "precision@6000",
+    *(f"precision@recall{level!r}" for level in M.DEFAULT_RECALL_LEVELS),
+)
+
+
+def test_constant_codes_give_the_class_prior_everywhere():
+    # a database stored class by class (like an ImageFolder), every code equal:
+    # no ranking carries information, so every precision must be the prior 0.1
+    dl = np.repeat(np.arange(10), 600)
+    d = np.zeros((len(dl), 16), dtype=np.uint8)
+    ql = np.repeat([3, 7], 50)  # classes stored in the middle of the database
+    q = np.zeros((len(ql), 16), dtype=np.uint8)
+    out = M.evaluate(q, d, ql, dl, RANKING_KEYS + ("hd0p", "hd2p"))
+    for key, value in out.items():
+        assert value == pytest.approx(0.1, abs=0.005), key
+    np.testing.assert_allclose(M.precision_curve(q, d, ql, dl, 2000), 0.1, atol=0.005)
+    np.testing.assert_allclose(M.pr_curve(q, d, ql, dl).precision, 0.1, atol=1e-12)
+    # breaking ties by storage order would instead put other classes first
+    assert M.precision_at_k(q, d, ql, dl, 100, ties="index") == 0.0
+
+
+@pytest.mark.parametrize("bits", [4, 16])
+def test_database_order_changes_no_reported_metric(bits):
+    rng = np.random.default_rng(bits)
+    q, d, ql, dl = clustered(rng, 300, 5000, bits, classes=10, flip=0.3)
+    keys = M.DEFAULT_METRICS + ("map@100", "precision@100", "hd0p", "hd3p", "nc3p", "max_f@0.25")
+    by_class = np.argsort(dl, kind="stable")
+    orders = {"by class": by_class, "reversed": by_class[::-1], "shuffled": rng.permutation(len(dl))}
+    results = {name: M.evaluate(q, d[o], ql, dl[o], keys) for name, o in orders.items()}
+    for name, out in results.items():
+        for key in keys:
+            assert out[key] == pytest.approx(results["by class"][key], abs=1e-9), (name, key)
+    if bits == 4:  # with index ties the same codes do depend on the order
+        index = {name: M.evaluate(q, d[o], ql, dl[o], ["map@1000"], "index")["map@1000"]
+                 for name, o in orders.items()}
+        assert max(index.values()) - min(index.values()) > 0.002
+
+
+# ---------------------------------------------------------------------------
+# the DSTH journal paper's max F-measure, from its own printed points
+# ---------------------------------------------------------------------------
+
+
+def test_max_f_from_points_worked_by_hand():
+    # F_0.5 at (P, R) = (1, 0.1), (0.5, 1): 1.25 * 0.1 / 0.35 and 1.25 * 0.5 / 1.125
+    assert M.max_f_from_points([1.0, 0.5], [0.1, 1.0], 0.5) == pytest.approx(0.625 / 1.125)
+    assert M.max_f_from_points([0.0, 0.0], [0.0, 0.0], 1.0) == 0.0
+    with pytest.raises(ValueError, match="differ in shape"):
+        M.max_f_from_points([1.0], [0.1, 0.2], 0.5)
+
+
+def test_max_f_uses_the_six_precision_at_recall_points():
+    rng = np.random.default_rng(11)
+    q, d, ql, dl = clustered(rng, 40, 600, 32, classes=5, flip=0.3)
+    prec = M.precision_at_recall(q, d, ql, dl, M.DEFAULT_RECALL_LEVELS)
+    for beta in (0.25, 0.5):
+        b2 = beta * beta
+        expected = max((1 + b2) * p * r / (b2 * p + r) for p, r in zip(prec, M.DEFAULT_RECALL_LEVELS))
+        assert M.max_f_measure(q, d, ql, dl, beta) == pytest.approx(expected, abs=1e-12)
+        assert M.evaluate(q, d, ql, dl, [f"max_f@{beta!r}"])[f"max_f@{beta!r}"] == pytest.approx(expected)
+    # the radius version is a different number on the same codes
+    assert M.max_f_radius(q, d, ql, dl, 0.25) != pytest.approx(M.max_f_measure(q, d, ql, dl, 0.25))
+
+
+def test_journal_tables_max_f_recomputed_from_their_points():
+    """Tables III and IV of the DSTH journal paper, as transcribed in paper_numbers.csv.
+
+    Every row's printed max F-measure must follow from its six printed
+    precision-at-recall points to the fourth decimal, except the rows whose
+    note in paper_numbers.csv says the printed value is inconsistent.
+    """
+    from hashstudy import reporting
+
+    frame = reporting.paper_numbers("05_dsth_tcyb2018")
+    parts = frame["key"].str.rsplit("/", n=1)
+    frame = frame.assign(prefix=parts.str[0], metric=parts.str[1])
+    levels = [f"precision@recall{level!r}" for level in M.DEFAULT_RECALL_LEVELS]
+    checked, mismatched, flagged = 0, set(), set()
+    for (prefix, source), rows in frame.groupby(["prefix", "source"]):
+        values = dict(zip(rows["metric"], rows["value"]))
+        notes = dict(zip(rows["metric"], rows["note"].fillna("")))
+        if not all(k in values for k in levels):
+            continue
+        for beta in ("0.5", "0.25"):
+            key = f"max_f@{beta}"
+            if key not in values:
+                continue
+            checked += 1
+            got = M.max_f_from_points([values[k] for k in levels], M.DEFAULT_RECALL_LEVELS, float(beta))
+            if abs(got - values[key]) > 1.5e-5:  # printed to five decimals
+                mismatched.add(f"{prefix}/{key}")
+            if "inconsistent with its printed points" in notes[key]:
+                flagged.add(f"{prefix}/{key}")
+    assert checked >= 26
+    assert mismatched == flagged == {"cifar10/efficientnet_lite0/mlp_batchnorm/48/max_f@0.5"}
+    # the transcribed typo: recall 0.8 and 1.0 printed equal, and marked as such
+    typo = frame[frame["key"] == "cifar10/efficientnet_lite0/slice_batchnorm/48/precision@recall1.0"]
+    assert len(typo) == 1 and "typo" in typo["note"].iloc[0]

@@ -10,13 +10,19 @@ Definitions
 -----------
 Let a query have ``R`` relevant items among the ``N`` database items.
 
-Hamming ranking
-    The database sorted by (Hamming distance ascending, database index
-    ascending), i.e. ``np.argsort(dist, kind="stable")``. With
-    ``ties="average"`` the ranking metrics are instead the *expected* value
-    over all orders that shuffle items of equal distance uniformly at random
-    (McSherry and Najork, ECIR 2008); this removes the arbitrary advantage or
-    penalty that the index order gives to codes with many collisions.
+Hamming ranking and ties
+    The database sorted by Hamming distance. Items at equal distance are
+    ties, and with binary codes there are many of them. Every ranking metric
+    here is, by default (``ties="average"``), the *expected* value over all
+    orders that shuffle items of equal distance uniformly at random (McSherry
+    and Najork, ECIR 2008), computed exactly from each query's histogram of
+    distances (no sampling). The result does not depend on the order in which
+    the database is stored: a database sorted by class and the same database
+    shuffled give the same numbers, and codes that are all equal give the
+    class prior at every cut-off. ``ties="index"`` instead breaks ties by
+    database index (``np.argsort(dist, kind="stable")``), as the common
+    per-query evaluation loops do; it is kept for the bit-exact check against
+    such a loop, and it is never used for a reported number.
 AP@k (``map@<k>``, ``map_all``)
     The convention of the common deep-hashing evaluation code (``CalcTopMap``
     of DPSH and HashNet): over the top ``k`` of the ranking,
@@ -47,9 +53,16 @@ precision@recall<level>
     ``R = 0`` count as 0. Averaged over queries. The DSTH journal paper's
     Table III reports levels 0.1, 0.2, 0.4, 0.6, 0.8 and 1.
 max_f@<beta>
-    The largest ``F_beta = (1 + beta^2) P R / (beta^2 P + R)`` over the
-    ``bits + 1`` points ``(P, R)`` of the Hamming-radius PR curve (0 where
-    ``P = R = 0``). The DSTH journal paper reports ``beta = 0.5`` and ``0.25``.
+    The DSTH journal paper's max F-measure (Tables III and IV): the largest
+    ``F_beta = (1 + beta^2) P R / (beta^2 P + R)`` over the six tabulated
+    points ``(P, R)`` = (precision@recall<R>, R) for R = 0.1, 0.2, 0.4, 0.6,
+    0.8, 1.0 (0 where ``P = R = 0``). Recomputed from the paper's own printed
+    points this reproduces the printed max F of its tables (see
+    :func:`max_f_from_points`). The paper reports ``beta = 0.5`` and ``0.25``.
+max_f_radius@<beta>
+    The same maximum taken over the ``bits + 1`` points of the Hamming-radius
+    PR curve instead (a query retrieving nothing has precision 0). Not the
+    paper's definition; kept because it needs no ranking.
 nc<n>p
     Our reading of the DSTH journal paper's NC3P, "precision for searched
     images in nearest 3 classes" (figure captions: "nearest class <= 3"): a
@@ -61,7 +74,7 @@ Report keys of :func:`evaluate`
 -------------------------------
 ``map@<k>``, ``map_all``, ``precision@<k>``, ``precision@recall<level>``,
 ``hd<r>p``, ``hd<r>p_answered`` (fraction of queries retrieving at least one
-item within radius ``r``), ``max_f@<beta>``, ``nc<n>p``. Integers are written
+item within radius ``r``), ``max_f@<beta>``, ``max_f_radius@<beta>``, ``nc<n>p``. Integers are written
 plainly (``map@1000``, ``hd2p``), levels and betas as Python writes the float
 (``precision@recall0.1``, ``precision@recall1.0``, ``max_f@0.5``); other
 spellings are refused so that report keys stay stable.
@@ -94,6 +107,8 @@ __all__ = [
     "precision_within_radius",
     "precision_at_recall",
     "max_f_measure",
+    "max_f_radius",
+    "max_f_from_points",
     "precision_nearest_distances",
     "evaluate",
 ]
@@ -110,6 +125,7 @@ DEFAULT_METRICS = (
     *(f"precision@recall{level!r}" for level in DEFAULT_RECALL_LEVELS),
     "max_f@0.5",
     "max_f@0.25",
+    "max_f_radius@0.5",
 )
 
 # per-query ranking outputs are computed in chunks of queries holding at most
@@ -399,7 +415,7 @@ def _check_topk(topk):
 
 
 def average_precision(
-    q_codes, db_codes, q_labels, db_labels, topk: int | None = None, ties: str = "index"
+    q_codes, db_codes, q_labels, db_labels, topk: int | None = None, ties: str = "average"
 ) -> np.ndarray:
     """Per-query average precision AP@k (see the module docstring).
 
@@ -411,11 +427,12 @@ def average_precision(
     db_labels : array_like of int, shape (N,)
     topk : int or None
         Cut-off ``k`` (e.g. 1000); ``None`` ranks the whole database.
-    ties : {"index", "average"}
-        ``"index"``: ranks break distance ties by database index (stable
-        argsort). ``"average"``: expected AP over uniformly random orders
+    ties : {"average", "index"}
+        ``"average"`` (default): expected AP over uniformly random orders
         within equal distances (exact, including the partially included
-        cut-off distance).
+        cut-off distance), independent of the database's storage order.
+        ``"index"``: ranks break distance ties by database index (stable
+        argsort), for the bit-exact check against a per-query loop.
 
     Returns
     -------
@@ -427,7 +444,7 @@ def average_precision(
 
 
 def mean_average_precision(
-    q_codes, db_codes, q_labels, db_labels, topk: int | None = None, ties: str = "index"
+    q_codes, db_codes, q_labels, db_labels, topk: int | None = None, ties: str = "average"
 ) -> float:
     """mAP@k: the mean over queries of :func:`average_precision`.
 
@@ -440,7 +457,7 @@ def mean_average_precision(
     return float(np.mean(average_precision(q_codes, db_codes, q_labels, db_labels, topk, ties)))
 
 
-def precision_at_k(q_codes, db_codes, q_labels, db_labels, ks, ties: str = "index"):
+def precision_at_k(q_codes, db_codes, q_labels, db_labels, ks, ties: str = "average"):
     """Mean precision of the top ``k`` of the Hamming ranking.
 
     Parameters
@@ -449,9 +466,9 @@ def precision_at_k(q_codes, db_codes, q_labels, db_labels, ks, ties: str = "inde
         As in :func:`average_precision`.
     ks : int or sequence of int
         Cut-offs, each ``>= 1``; ``k > N`` is treated as ``k = N``.
-    ties : {"index", "average"}
-        Tie order as in :func:`average_precision`; ``"average"`` gives the
-        expected precision.
+    ties : {"average", "index"}
+        Tie order as in :func:`average_precision`; ``"average"`` (default)
+        gives the expected precision.
 
     Returns
     -------
@@ -463,7 +480,7 @@ def precision_at_k(q_codes, db_codes, q_labels, db_labels, ks, ties: str = "inde
     return _scalar_or_array(ks, _stats(p, ties, ks=values).precision_at_k)
 
 
-def precision_curve(q_codes, db_codes, q_labels, db_labels, max_k: int, ties: str = "index"):
+def precision_curve(q_codes, db_codes, q_labels, db_labels, max_k: int, ties: str = "average"):
     """Mean precision@k for every ``k = 1..max_k``, for plotting.
 
     Returns
@@ -478,7 +495,7 @@ def precision_curve(q_codes, db_codes, q_labels, db_labels, max_k: int, ties: st
 
 def returned_image_precision(
     q_codes, db_codes, q_labels, db_labels,
-    n_returned=tuple(range(100, 1001, 100)), ties: str = "index",
+    n_returned=tuple(range(100, 1001, 100)), ties: str = "average",
 ):
     """Returned image precision (RIP) of the DSTH journal paper.
 
@@ -495,7 +512,7 @@ def returned_image_precision(
 
 
 def precision_at_recall(
-    q_codes, db_codes, q_labels, db_labels, levels=DEFAULT_RECALL_LEVELS, ties: str = "index"
+    q_codes, db_codes, q_labels, db_labels, levels=DEFAULT_RECALL_LEVELS, ties: str = "average"
 ):
     """Mean precision where the Hamming ranking first reaches each recall level.
 
@@ -622,13 +639,35 @@ def precision_within_radius(
     return _radius_point(pr_curve(q_codes, db_codes, q_labels, db_labels, empty), r)
 
 
-def _max_f(curve: PRCurve, beta: float) -> float:
+def max_f_from_points(precision, recall, beta: float) -> float:
+    """Largest ``F_beta`` over paired precision and recall values.
+
+    ``F_beta = (1 + beta^2) P R / (beta^2 P + R)``, 0 where ``P = R = 0``;
+    points with a non-finite precision are ignored (``nan`` if none is left).
+    This is how the DSTH journal paper's Tables III and IV obtain their max
+    F-measure from the six precision-at-recall points they print.
+
+    Parameters
+    ----------
+    precision, recall : array_like of float, same shape
+    beta : float
+        ``beta < 1`` weighs precision more.
+    """
+    beta = _check_beta(beta)
+    prec = np.asarray(precision, dtype=float)
+    rec = np.asarray(recall, dtype=float)
+    if prec.shape != rec.shape:
+        raise ValueError(f"precision {prec.shape} and recall {rec.shape} differ in shape")
     b2 = beta * beta
-    prec, rec = curve.precision, curve.recall
     den = b2 * prec + rec
-    f = np.divide((1 + b2) * prec * rec, den, out=np.zeros(den.shape), where=den > 0)
-    f = f[np.isfinite(prec)]
+    ok = np.isfinite(prec) & np.isfinite(rec)
+    f = np.divide((1 + b2) * prec * rec, den, out=np.zeros(den.shape), where=ok & (den > 0))
+    f = f[ok]
     return float(f.max()) if f.size else float("nan")
+
+
+def _max_f(curve: PRCurve, beta: float) -> float:
+    return max_f_from_points(curve.precision, curve.recall, beta)
 
 
 def _check_beta(beta) -> float:
@@ -639,14 +678,31 @@ def _check_beta(beta) -> float:
 
 
 def max_f_measure(
+    q_codes, db_codes, q_labels, db_labels, beta: float = 0.5,
+    levels=DEFAULT_RECALL_LEVELS, ties: str = "average",
+) -> float:
+    """The DSTH journal paper's max F-measure: over the precision-at-recall points.
+
+    The largest ``F_beta`` over the points ``(precision@recall<R>, R)`` for
+    ``R`` in ``levels`` (default 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, the six points
+    of the paper's Tables III and IV); see :func:`precision_at_recall` and
+    :func:`max_f_from_points`. ``ties`` as in :func:`precision_at_recall`.
+    """
+    beta = _check_beta(beta)
+    values = _levels(levels)
+    prec = precision_at_recall(q_codes, db_codes, q_labels, db_labels, values, ties)
+    return max_f_from_points(prec, values, beta)
+
+
+def max_f_radius(
     q_codes, db_codes, q_labels, db_labels, beta: float = 0.5, empty: str = "zero"
 ) -> float:
     """Largest F_beta over the points of the Hamming-radius PR curve.
 
-    ``F_beta = (1 + beta^2) P R / (beta^2 P + R)`` at each radius ``0..bits``
-    from the macro-averaged ``P`` and ``R`` of :func:`pr_curve` (0 where both are
-    0); ``beta < 1`` weighs precision more. Points with undefined precision
-    (``empty="skip"`` and no query answered) are ignored.
+    From the macro-averaged ``P`` and ``R`` of :func:`pr_curve` at each radius
+    ``0..bits`` (0 where both are 0). Points with undefined precision
+    (``empty="skip"`` and no query answered) are ignored. Not the DSTH journal
+    paper's definition (that is :func:`max_f_measure`).
     """
     beta = _check_beta(beta)
     return _max_f(pr_curve(q_codes, db_codes, q_labels, db_labels, empty), beta)
@@ -681,12 +737,12 @@ def precision_nearest_distances(
 
 _KEY_FORMS = (
     "'map@<k>'", "'map_all'", "'precision@<k>'", "'precision@recall<level>'",
-    "'hd<r>p'", "'hd<r>p_answered'", "'max_f@<beta>'", "'nc<n>p'",
+    "'hd<r>p'", "'hd<r>p_answered'", "'max_f@<beta>'", "'max_f_radius@<beta>'", "'nc<n>p'",
 )
 _KEY = re.compile(
     r"^(?:(?P<map_all>map_all)|map@(?P<map>.+)|precision@recall(?P<recall>.+)"
     r"|precision@(?P<prec>.+)|hd(?P<hd>\d+)p(?P<answered>_answered)?"
-    r"|max_f@(?P<beta>.+)|nc(?P<nc>\d+)p)$"
+    r"|max_f@(?P<beta>.+)|max_f_radius@(?P<rbeta>.+)|nc(?P<nc>\d+)p)$"
 )
 
 
@@ -731,12 +787,14 @@ def _parse(key: str):
         return ("answered" if m["answered"] else "hd"), _parse_int(key, m["hd"], 0)
     if m["beta"] is not None:
         return "beta", _check_beta(_parse_float(key, m["beta"]))
+    if m["rbeta"] is not None:
+        return "rbeta", _check_beta(_parse_float(key, m["rbeta"]))
     return "nc", _parse_int(key, m["nc"], 1)
 
 
 def evaluate(
     q_codes, db_codes, q_labels, db_labels,
-    metrics: Iterable[str] = DEFAULT_METRICS, ties: str = "index",
+    metrics: Iterable[str] = DEFAULT_METRICS, ties: str = "average",
 ) -> dict[str, float]:
     """Several metrics from one scan of the database.
 
@@ -747,12 +805,15 @@ def evaluate(
     metrics : iterable of str
         Report keys (see the module docstring), e.g. ``"map@1000"``,
         ``"map_all"``, ``"precision@100"``, ``"precision@recall0.4"``,
-        ``"hd2p"``, ``"hd2p_answered"``, ``"max_f@0.5"``, ``"nc3p"``. Default:
+        ``"hd2p"``, ``"hd2p_answered"``, ``"max_f@0.5"``, ``"max_f_radius@0.5"``,
+        ``"nc3p"``. Default:
         :data:`DEFAULT_METRICS`.
-    ties : {"index", "average"}
+    ties : {"average", "index"}
         Tie order of the ranking metrics (mAP, precision@k,
-        precision@recall). Radius metrics have no ties; they count a query
-        retrieving nothing as precision 0.
+        precision@recall, max F): ``"average"`` (default) gives the expected
+        value over random orders within equal distances, independent of the
+        database's storage order. Radius metrics have no ties; they count a
+        query retrieving nothing as precision 0.
 
     Returns
     -------
@@ -769,6 +830,8 @@ def evaluate(
         return list(dict.fromkeys(v for k, v in plan.values() if k == kind))
 
     ap_at, ks, levels = wanted("map"), wanted("prec"), wanted("recall")
+    if wanted("beta"):  # the paper's max F needs the six precision-at-recall points
+        levels += [v for v in DEFAULT_RECALL_LEVELS if v not in levels]
     p = _problem(q_codes, db_codes, q_labels, db_labels)
     s = _stats(p, ties, ap_at=ap_at, ks=ks, levels=levels)
     map_values = _column_means(s.ap)
@@ -787,6 +850,9 @@ def evaluate(
         elif kind == "answered":
             out[key] = _radius_point(curve, value).answered
         elif kind == "beta":
+            points = [recall_values[levels.index(v)] for v in DEFAULT_RECALL_LEVELS]
+            out[key] = max_f_from_points(points, DEFAULT_RECALL_LEVELS, value)
+        elif kind == "rbeta":
             out[key] = _max_f(curve, value)
         else:
             out[key] = _nearest_distances(s.counts, s.relevant, value)
