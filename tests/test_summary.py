@@ -24,12 +24,14 @@ def reports(monkeypatch):
     }, {"cifar10/": {"protocol": "query1k", "seed": 0}, "mnist/": {"protocol": "query1k", "seed": 0}})
     _write_report("04_ddh", {
         "cifar10/ddh/32/map@1000": 0.50, "cifar10/itq/32/map@1000": 0.31,
+        "cifar10/validation/ddh/32/map@1000": 0.49,  # a model-selection split: never ranked
         "cifar10/labels/expanded/precision": 0.7,
-    }, {"cifar10/": {"protocol": "test100pc-train", "seed": 0}},
+    }, {"cifar10/": {"protocol": "test100pc-train", "seed": 0, "n_query": 1000, "n_database": 50000}},
         skipped={"oxford17": "not present"})
     papers = pd.DataFrame({"paper": ["04_ddh", "04_ddh"],
                            "key": ["cifar10/ddh/32/map@1000", "cifar10/ddh/16/map@1000"],
                            "value": [0.486, 0.447], "source": ["Table 2"] * 2, "note": ["", ""]})
+    # the 16-bit number has no measurement in the fake report
     monkeypatch.setattr(reporting, "paper_numbers",
                         lambda paper=None: papers if paper is None else papers[papers.paper == paper])
 
@@ -49,6 +51,9 @@ def test_ranking_only_compares_within_a_protocol(reports):
     q1k = ranked["query1k"]
     assert list(q1k.index) == ["itq (efficientnet_lite0) [00]", "lsh (efficientnet_lite0) [00]"]
     assert list(ranked["test100pc-train"].index) == ["ddh [04]", "itq [04]"]
+    label = summary.protocol_label("smoke", "cifar10", "test100pc-train")
+    assert label == ("cifar10, protocol `test100pc-train`, measured by 04_ddh "
+                     "(1000 queries, 50000 database items, seed 0)")
 
 
 def test_paper_tables_and_readme(reports, tmp_path):
@@ -56,12 +61,23 @@ def test_paper_tables_and_readme(reports, tmp_path):
     t = tables["04_ddh"].set_index("key")
     assert t.loc["cifar10/ddh/32/map@1000", "difference"] == pytest.approx(0.014)
     assert t.loc["cifar10/ddh/32/map@1000", "protocol"] == "test100pc-train"
+    assert list(t.index) == ["cifar10/ddh/32/map@1000"]  # no row without a measurement
+    assert len(summary.paper_tables("smoke", measured_only=False)["04_ddh"]) == 2
+    long = summary.paper_vs_ours("smoke")
+    assert list(long.columns[:3]) == ["notebook", "paper_title", "key"]
+    assert long.source.tolist() == ["Table 2"] and long.ours.notna().all()
     readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{summary.README_START}\nold\n{summary.README_END}\noutro\n")
+    readme.write_text(f"intro\n{summary.README_START}\nOLD-SECTION\n{summary.README_END}\noutro\n")
     assert summary.update_readme("smoke", readme)
     text = readme.read_text()
-    assert "| 04_ddh | `cifar10/ddh/32/map@1000` | 0.486 | 0.500 | test100pc-train |" in text
-    assert text.startswith("intro\n") and text.endswith("outro\n") and "old" not in text
+    from hashstudy import claims
+
+    ledger = claims.load()
+    # the results section is the verdict table: one row per claim of the ledger
+    assert all(f"`{cid}`" in text or f"| {cid} |" in text for cid in ledger["id"])
+    assert text.count("\n|") >= len(ledger) + 2
+    assert "paper_vs_ours.csv" in text
+    assert text.startswith("intro\n") and text.endswith("outro\n") and "OLD-SECTION" not in text
     assert not summary.update_readme("smoke", readme)  # idempotent
     readme.write_text("no markers")
     with pytest.raises(ValueError, match="no results markers"):
@@ -77,6 +93,7 @@ def test_summary_notebook_renders_a_static_page_with_tables_and_images(reports, 
     page = summary.render_html(executed, tmp_path / "summary.html")
     html = page.read_text()
     assert "<table" in html and "data:image/png;base64" in html
+    assert html.index('id="verdicts"') < html.index("query1k")  # verdicts lead the page
     assert "query1k" in html and "test100pc-train" in html and "oxford17: not present" in html
     assert "import matplotlib" not in html  # code cells are hidden
     out = config.reports_dir("99_summary", "smoke")
