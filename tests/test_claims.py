@@ -365,6 +365,19 @@ def test_markdown_html_and_for_notebook(papers):
         claims.for_notebook("06_missing", ledger=claim)
 
 
+def test_a_notebook_judges_an_ablation_run_on_its_own_report(papers, tmp_path):
+    write_report("04_ddh", DDH)  # the default report: within 0.02 of Table 2
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps({**DDH, "cifar10/ddh/16/map@1000": 0.30}))
+    (run / "meta.json").write_text(json.dumps({"skipped": {}}))
+    claim = ledger(row(id="ok", keys="cifar10/ddh/16/map@1000", value="paper", source="Table 2",
+                       tol="0.02"))
+    assert claims.for_notebook("04_ddh", ledger=claim)["verdict"].tolist() == ["reproduced"]
+    judged = claims.for_notebook("04_ddh", ledger=claim, report_dir=run)
+    assert judged["verdict"].tolist() == ["not reproduced"] and "0.300" in judged["compared"][0]
+
+
 def test_cli_prints_every_claim(capsys):
     # no reports at all in this test's report folder: every claim is "not tested"
     assert claims.main(["--profile", "quick"]) == 0

@@ -419,16 +419,17 @@ def _profile_rank(profile: str) -> int:
 class _Context:
     """Reports and paper numbers, each read once per evaluation."""
 
-    def __init__(self, profile: str):
+    def __init__(self, profile: str, folders: Optional[dict] = None):
         self.profile = profile
         self.root = config.reports_dir()
+        self.folders = {nb: Path(f) for nb, f in (folders or {}).items()}
         self._reports = {}
         self.papers = reporting.paper_numbers()
 
     def report(self, notebook: str):
         """``(metrics or None, meta)`` of ``reports/<notebook>/<profile>/`` (nothing is created)."""
         if notebook not in self._reports:
-            folder = self.root / notebook / self.profile
+            folder = self.folders.get(notebook, self.root / notebook / self.profile)
             self._reports[notebook] = (_read_json(folder / "metrics.json"),
                                        _read_json(folder / "meta.json") or {})
         return self._reports[notebook]
@@ -689,7 +690,7 @@ def _ledger(ledger):
     return _validate(ledger.copy())
 
 
-def evaluate(profile: str = "quick", ledger=None):
+def evaluate(profile: str = "quick", ledger=None, folders: Optional[dict] = None):
     """The verdict of every claim on the reports of one profile.
 
     Parameters
@@ -701,6 +702,9 @@ def evaluate(profile: str = "quick", ledger=None):
         than this is "not tested".
     ledger : pandas.DataFrame or str or Path, optional
         The ledger (validated again) or a path to one; default :func:`load`.
+    folders : {notebook: folder}, optional
+        Read these notebooks' reports from the given folders instead (an
+        ablation run's folder, for example), at the same profile.
 
     Returns
     -------
@@ -715,7 +719,7 @@ def evaluate(profile: str = "quick", ledger=None):
 
     config.check_profile(profile)
     frame = _ledger(ledger)
-    ctx = _Context(profile)
+    ctx = _Context(profile, folders)
     rows = []
     for row in frame.to_dict("records"):
         verdict, compared, reason = _judge(row, ctx)
@@ -752,7 +756,8 @@ def style(frame):
     return frame.style.apply(colour, axis=1).hide(axis="index")
 
 
-def for_notebook(notebook: str, profile: str = "quick", styled: bool = False, ledger=None):
+def for_notebook(notebook: str, profile: str = "quick", styled: bool = False, ledger=None,
+                 report_dir=None):
     """The verdicts of one paper's claims, ready to show in its notebook.
 
     Parameters
@@ -766,6 +771,10 @@ def for_notebook(notebook: str, profile: str = "quick", styled: bool = False, le
         Return a colour-coded Styler (see :func:`style`) instead of the frame.
     ledger : optional
         As in :func:`evaluate`.
+    report_dir : path, optional
+        Where this notebook's own report is (a notebook passes its
+        ``Report.dir``, so that an ablation run is judged on its own numbers);
+        default ``reports/<notebook>/<profile>/``.
 
     Returns
     -------
@@ -773,7 +782,7 @@ def for_notebook(notebook: str, profile: str = "quick", styled: bool = False, le
         Columns ``id, where, claim, verdict, compared, reason``.
     """
     config.check_choice("notebook", notebook, NOTEBOOKS)
-    frame = evaluate(profile, ledger)
+    frame = evaluate(profile, ledger, {notebook: report_dir} if report_dir else None)
     sel = frame[(frame["paper"] == notebook) | (frame["notebook"] == notebook)]
     sel = sel[["id", "where", "claim", "verdict", "compared", "reason"]].reset_index(drop=True)
     return style(sel) if styled else sel
