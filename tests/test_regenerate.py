@@ -1,5 +1,6 @@
 """The report command: runs, up-to-date skips, failures, recorded skips, ablation runs."""
 import json
+import re
 
 import nbformat
 import pytest
@@ -63,8 +64,15 @@ def test_changed_notebook_reruns_and_ablation_runs_are_separate(folder, tmp_path
     regenerate.regenerate("smoke", only=["10_good"], params={"value": 7}, run="v7",
                           folder=folder, echo=lambda *a: None)
     base = tmp_path / "reports" / "10_good"
-    assert json.loads((base / "runs" / "v7" / "metrics.json").read_text()) == {"toy/value": 7}
+    run_dir = base / "runs" / "v7" / "smoke"  # keyed by profile: a quick run of v7 goes elsewhere
+    assert json.loads((run_dir / "metrics.json").read_text()) == {"toy/value": 7}
+    assert (run_dir / "10_good.ipynb").exists() and (run_dir / ".inputs.json").exists()
     assert json.loads((base / "smoke" / "metrics.json").read_text()) == {"toy/value": 1}
+    nb = folder / "10_good.ipynb"
+    assert regenerate.output_dir(nb, "smoke", "v7") == run_dir
+    assert regenerate.output_dir(nb, "quick", "v7") == base / "runs" / "v7" / "quick"
+    assert regenerate.up_to_date(nb, "smoke", {"value": 7}, "v7")
+    assert not regenerate.up_to_date(nb, "quick", {"value": 7}, "v7")
 
 
 def test_unknown_notebook_and_profile(folder):
@@ -95,3 +103,145 @@ def test_compact_streams_keeps_what_a_terminal_shows(tmp_path):
     assert outs[1]["text"].strip() == "training: 100%"      # the last redraw only
     assert "\x1b" not in outs[1]["text"] and "\r" not in outs[1]["text"]
     assert outs[2]["text"] == "done in 3 s\n"
+
+
+# -- checked parameters and the command line -----------------------------------
+
+TYPED = '''profile = "quick"  # profile
+seed = 0  # seed
+run = ""  # ablation run name
+flag = False  # a switch
+k = 25  # neighbours
+rate = 0.5  # a rate; 1 is fine too
+name = "ncut"  # a word: ncut | zero
+bits = [16, 32]  # code lengths
+rates = [0.1, 1]  # numbers
+hidden = []  # widths, any list
+extra = {}  # per method, e.g. {"sth": {"max_train": 5000}}
+epochs = None  # an integer; None: the profile's choice
+widths: list = None  # e.g. [32, 64]
+'''
+
+
+@pytest.fixture
+def typed(tmp_path):
+    nbs = tmp_path / "typed"
+    nbs.mkdir()
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell(TYPED)
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell("# typed"), cell, nbformat.v4.new_code_cell("k")]
+    nbformat.write(nb, nbs / "20_typed.ipynb")
+    return nbs
+
+
+def test_parameters_are_read_from_the_tagged_cell(typed):
+    params = regenerate.parameters("20_typed", folder=typed)
+    assert list(params)[:4] == ["profile", "seed", "run", "flag"]
+    assert params["k"].default == 25 and params["k"].kind == "int" and params["k"].help == "neighbours"
+    assert params["rates"].item_kind == "float" and params["hidden"].item_kind is None
+    assert params["epochs"].kind == "any" and params["widths"].help == "e.g. [32, 64]"
+
+
+@pytest.mark.parametrize("name, raw, value", [
+    ("flag", "true", True), ("flag", "True", True), ("flag", "FALSE", False), ("flag", "1", True),
+    ("flag", "0", False), ("flag", "yes", True), ("flag", "No", False),
+    ("k", "10", 10), ("k", " 7 ", 7), ("rate", "1", 1.0), ("rate", "0.25", 0.25),
+    ("rate", "1e-3", 0.001), ("name", "zero", "zero"), ("name", "[1]", "[1]"),
+    ("name", "true", "true"), ("bits", "[8, 64]", [8, 64]), ("bits", "[8,64]", [8, 64]),
+    ("bits", "(8, 64)", [8, 64]), ("bits", "[]", []), ("rates", "[1, 0.5]", [1.0, 0.5]),
+    ("hidden", "['a', 2]", ["a", 2]), ("extra", '{"sth": {"max_train": 5000}}',
+                                      {"sth": {"max_train": 5000}}),
+    ("extra", "{'sth': {}}", {"sth": {}}), ("epochs", "20", 20), ("epochs", "null", None),
+    ("epochs", "None", None), ("epochs", "fast", "fast"), ("widths", "[32,64]", [32, 64]),
+])
+def test_values_take_the_type_of_the_default(typed, name, raw, value):
+    out = regenerate.check_params(typed / "20_typed.ipynb", [(name, raw)])
+    assert out == {name: value} and type(out[name]) is type(value)
+
+
+@pytest.mark.parametrize("name, raw, message", [
+    ("flag", "maybe", "parameter flag of 20_typed expects a boolean (true/false), got 'maybe'"),
+    ("flag", "2", "expects a boolean"),
+    ("k", "2.5", "parameter k of 20_typed expects an integer, got '2.5'"),
+    ("k", "ten", "expects an integer"), ("rate", "fast", "expects a number, got 'fast'"),
+    ("rate", "nan", "expects a number"), ("bits", "16", "expects a list of integers"),
+    ("bits", "[16, 'x']", "expects a list of integers"), ("bits", "[16, true]", "list of integers"),
+    ("bits", "[1, 2", "expects a list"), ("extra", "[1]", "expects a dict"),
+    ("extra", "sth", "expects a dict"),
+])
+def test_bad_values_are_refused_saying_what_was_expected(typed, name, raw, message):
+    with pytest.raises(regenerate.UsageError, match=re.escape(message)):
+        regenerate.check_params(typed / "20_typed.ipynb", [(name, raw)])
+
+
+def test_unknown_reserved_and_repeated_names(typed):
+    with pytest.raises(regenerate.UsageError) as err:
+        regenerate.check_params("20_typed", [("kk", "5")], folder=typed)
+    assert str(err.value) == ("unknown parameter 'kk' of 20_typed (did you mean 'k'?); its "
+                              "parameters: seed, flag, k, rate, name, bits, rates, hidden, extra, "
+                              "epochs, widths")
+    with pytest.raises(regenerate.UsageError, match="use --profile"):
+        regenerate.check_params("20_typed", [("profile", "paper")], folder=typed)
+    with pytest.raises(regenerate.UsageError, match="use --run"):
+        regenerate.check_params("20_typed", [("run", "x")], folder=typed)
+    with pytest.raises(regenerate.UsageError, match="k is given twice"):
+        regenerate.check_params("20_typed", [("k", "5"), ("k", "6")], folder=typed)
+    # typed values (the library call) are checked the same way
+    assert regenerate.check_params("20_typed", {"k": 5, "rate": 1}, folder=typed) == \
+        {"k": 5, "rate": 1.0}
+    with pytest.raises(regenerate.UsageError, match="expects an integer, got '5'"):
+        regenerate.check_params("20_typed", {"k": "5"}, folder=typed)
+
+
+def test_regenerate_checks_params_before_running(folder, tmp_path):
+    with pytest.raises(regenerate.UsageError, match="did you mean 'value'"):
+        regenerate.regenerate("smoke", only=["10_good"], params={"valu": 7}, run="x",
+                              folder=folder, echo=lambda *a: None)
+    with pytest.raises(regenerate.UsageError, match="expects an integer"):
+        regenerate.regenerate("smoke", only=["10_good"], params={"value": "7"}, run="x",
+                              folder=folder, echo=lambda *a: None)
+    assert not (tmp_path / "reports" / "10_good").exists()
+
+
+def test_parse_command_converts_and_resolves(typed):
+    cmd = regenerate.parse_command(["--only", "20_typed.ipynb", "-p", "flag", "True", "-p", "bits",
+                                    "[8]", "--run", "f", "--profile", "smoke"], folder=typed)
+    assert cmd.only == ["20_typed"] and cmd.profile == "smoke" and cmd.run == "f"
+    assert cmd.params == {"flag": True, "bits": [8]}
+    assert regenerate.parse_command([], folder=typed).only is None
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--only", "20_typed", "-p", "kk", "5", "--run", "typo"],
+     "error: unknown parameter 'kk' of 20_typed (did you mean 'k'?); its parameters: seed, flag,"),
+    (["--only", "20_typed", "-p", "flag", "maybe", "--run", "x"],
+     "error: parameter flag of 20_typed expects a boolean (true/false), got 'maybe'"),
+    (["--only", "20_typd"], "error: unknown notebook '20_typd' (did you mean '20_typed'?); "
+                            "available: 20_typed"),
+    (["-p", "k", "5", "--run", "x"], "error: -p and --run need --only NOTEBOOK"),
+    (["--run", "x"], "error: -p and --run need --only NOTEBOOK"),
+    (["--only", "20_typed", "-p", "k", "5"], "error: -p needs --run NAME"),
+    (["--only", "20_typed", "-p", "k", "5", "--run", "a b"], "error: run name 'a b' must be"),
+    (["--only", "20_typed", "-p", "k", "5", "--run", ".."], "error: run name '..' must be"),
+    (["--only", "20_typed", "-p", "k"], "error: argument -p/--param: expected 2 arguments"),
+    (["--profile", "fast"], "error: argument --profile: invalid choice: 'fast'"),
+    (["--jobs", "0"], "error: --jobs must be at least 1"),
+    (["--bogus"], "error: unrecognized arguments: --bogus"),
+])
+def test_command_line_mistakes_are_one_line_and_exit_2(typed, monkeypatch, capsys, argv, message):
+    monkeypatch.setattr(regenerate, "_folder", lambda folder: typed)
+    monkeypatch.setattr(regenerate, "regenerate", lambda *a, **k: pytest.fail("must not run"))
+    assert regenerate.main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(message) and err.count("\n") == 1, err
+    assert "Traceback" not in err
+
+
+def test_misspelt_parameter_of_a_real_notebook_is_refused(capsys):
+    argv = ["--only", "01_dsth_mm2015", "-p", "kk", "5", "--run", "typo"]
+    assert regenerate.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown parameter 'kk' of 01_dsth_mm2015 (did you mean 'k'?)")
+    assert regenerate.parse_command(["--only", "01_dsth_mm2015", "-p", "finetune", "False", "--run",
+                                     "x"]).params == {"finetune": False}

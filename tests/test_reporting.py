@@ -21,12 +21,20 @@ def test_report_writes_flat_metrics_and_meta(tmp_path):
     assert meta["parameters"] == {"bits": [16, 32], "seed": 0} and meta["profile"] == "quick"
 
 
-def test_ablation_run_goes_to_its_own_folder(tmp_path):
-    rep = reporting.Report("00_demo", "quick", run="k50")
-    rep.add("a/b", 1.0)
-    rep.save()
-    assert (tmp_path / "reports" / "00_demo" / "runs" / "k50" / "metrics.json").exists()
+def test_ablation_run_goes_to_its_own_folder_per_profile(tmp_path):
+    for profile, value in (("quick", 1.0), ("smoke", 2.0)):
+        rep = reporting.Report("00_demo", profile, run="k50")
+        rep.add("a/b", value)
+        rep.save()
+    runs = tmp_path / "reports" / "00_demo" / "runs" / "k50"
+    assert rep.dir == runs / "smoke"
+    # a smoke run of the same name does not overwrite the quick one
+    assert json.loads((runs / "quick" / "metrics.json").read_text()) == {"a/b": 1.0}
+    assert json.loads((runs / "smoke" / "metrics.json").read_text()) == {"a/b": 2.0}
     assert not (tmp_path / "reports" / "00_demo" / "quick").exists()
+    for bad in ("..", ".", "a/b", "a b"):
+        with pytest.raises(ValueError, match="plain token"):
+            reporting.Report("00_demo", "quick", run=bad)
 
 
 def test_bad_keys_values_and_profile():

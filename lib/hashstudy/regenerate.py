@@ -12,8 +12,15 @@ What it does:
   profile, ``--jobs`` at a time, each in its own papermill process with the
   machine's cores shared between them; ``99_summary`` runs last;
 - writes each executed notebook beside its report
-  (``reports/<notebook>/<profile>/<notebook>.ipynb``, or ``runs/<run>/`` for a
-  named ablation run, which never overwrites the profile's report);
+  (``reports/<notebook>/<profile>/<notebook>.ipynb``, or
+  ``reports/<notebook>/runs/<run>/<profile>/`` for a named ablation run, which
+  never overwrites the profile's report nor another profile's run of the same
+  name);
+- checks every ``-p NAME VALUE`` against the notebook's ``parameters`` cell
+  before anything runs: an unknown name is refused (with the closest known
+  one), and VALUE is converted to the type of the parameter's default
+  (``true``/``false``, integers, numbers, text as it is, lists and dicts as
+  JSON or Python literals) or refused; see :func:`check_params`;
 - skips a notebook whose inputs have not changed since its last successful
   run: the notebook file, the library's source, the parameters, and a
   fingerprint of the data root (names, sizes and modification times of its
@@ -25,25 +32,44 @@ What it does:
 - on Ctrl-C stops the running notebooks; every report already written stays
   intact (all files are written atomically) and no partial executed notebook
   is left behind.
+
+A mistake on the command line (an unknown notebook or parameter, a value of
+the wrong type, ``-p`` without ``--only`` and ``--run``) is reported as one
+``error: ...`` line on stderr with exit status 2, before anything runs.
+``python -m hashstudy.compare`` compares an ablation run with the default
+report.
 """
 from __future__ import annotations
 
 import argparse
+import ast
+import difflib
 import hashlib
+import io
 import json
+import math
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Iterable, Mapping, Optional, Union
 
 from . import cache, config
 
 SUMMARY = "99_summary"
+RESERVED = {"profile": "--profile", "run": "--run"}  # parameters set by their own options
+_RUN_NAME = re.compile(r"^[A-Za-z0-9_.@+\-]+$")  # a plain token, as reporting's metric keys
+
+
+class UsageError(ValueError):
+    """A mistake in how the report command was called (notebook, parameter, value, option).
+
+    The command line prints it as one ``error: ...`` line and exits with status 2."""
 
 
 @dataclass
@@ -55,16 +81,261 @@ class Outcome:
     skipped_parts: dict = field(default_factory=dict)
 
 
+def _closest(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the choice closest to ``word``, or ``""``."""
+    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def _folder(folder: Optional[Path]) -> Path:
+    return Path(folder) if folder else config.repo_root() / "notebooks"
+
+
+def available(folder: Optional[Path] = None) -> list[Path]:
+    """Every study notebook (``NN_name.ipynb``) in ``folder`` (default ``notebooks/``)."""
+    return sorted(_folder(folder).glob("[0-9][0-9]_*.ipynb"))
+
+
+def find_notebook(name: str, folder: Optional[Path] = None) -> Path:
+    """The notebook called ``name`` (``04_ddh`` or ``04_ddh.ipynb``).
+
+    Raises :class:`UsageError` naming the closest notebook and every available one."""
+    found = {p.stem: p for p in available(folder)}
+    stem = name[:-len(".ipynb")] if name.endswith(".ipynb") else name
+    if stem in found:
+        return found[stem]
+    raise UsageError(f"unknown notebook {name!r}{_closest(stem, found)}; "
+                     f"available: {', '.join(found) or f'none in {_folder(folder)}'}")
+
+
 def notebooks(only: Optional[list[str]] = None, folder: Optional[Path] = None) -> list[Path]:
     """The study's notebooks in run order (summary last), optionally filtered by name."""
-    folder = Path(folder) if folder else config.repo_root() / "notebooks"
-    found = sorted(folder.glob("[0-9][0-9]_*.ipynb"))
+    found = available(folder)
     if only:
-        names = {p.stem: p for p in found}
-        for name in only:
-            config.check_choice("notebook", name, names)
-        found = [names[n] for n in only]
+        found = list({p: None for p in (find_notebook(n, folder) for n in only)})
     return sorted(found, key=lambda p: (p.stem == SUMMARY, p.stem))
+
+
+# -- parameters ----------------------------------------------------------------
+
+_KINDS = {bool: "bool", int: "int", float: "float", str: "str", list: "list", tuple: "list",
+          dict: "dict"}
+_EXPECTS = {"bool": "a boolean (true/false)", "int": "an integer", "float": "a number",
+            "str": "a string", "list": "a list (JSON or Python, e.g. [16, 32])",
+            "dict": 'a dict (JSON or Python, e.g. {"a": 1})'}
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One assignment of a notebook's ``parameters`` cell.
+
+    ``default`` is the assigned value when it is a Python literal (else the
+    expression's source, with ``literal`` False); ``help`` is the line's comment."""
+    name: str
+    default: object
+    help: str = ""
+    literal: bool = True
+
+    @property
+    def kind(self) -> str:
+        """``bool``, ``int``, ``float``, ``str``, ``list``, ``dict``, or ``any`` (a default
+        of ``None`` or an expression): the type a value given for it must have."""
+        return _KINDS.get(type(self.default), "any") if self.literal else "any"
+
+    @property
+    def item_kind(self) -> Optional[str]:
+        """For a list default whose items share one scalar type: that type's kind."""
+        if self.kind != "list" or not self.default:
+            return None
+        kinds = {_KINDS.get(type(v)) for v in self.default}
+        if kinds == {"int", "float"}:
+            return "float"
+        kind = kinds.pop() if len(kinds) == 1 else None
+        return kind if kind in ("bool", "int", "float", "str") else None
+
+    def expects(self) -> str:
+        if self.kind == "list" and self.item_kind:
+            words = {"bool": "booleans", "int": "integers", "float": "numbers", "str": "strings"}
+            return f"a list of {words[self.item_kind]} (JSON or Python, e.g. {self.default!r})"
+        return _EXPECTS.get(self.kind, "a JSON or Python literal")
+
+
+def parameters(notebook: Union[str, Path], folder: Optional[Path] = None) -> dict[str, Parameter]:
+    """The parameters of a notebook (a path, or a name looked up in ``folder``), in order.
+
+    Read from the code cell tagged ``parameters`` with :mod:`ast`: every plain
+    assignment ``name = value  # help``. A notebook without that cell has none."""
+    path = _notebook_path(notebook, folder)
+    cells = json.loads(path.read_text(encoding="utf-8")).get("cells", [])
+    tagged = [c for c in cells if c.get("cell_type") == "code"
+              and "parameters" in c.get("metadata", {}).get("tags", [])]
+    if not tagged:
+        return {}
+    source = tagged[0].get("source", "")
+    source = "".join(source) if isinstance(source, list) else source
+    comments = {}
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+            if tok.type == tokenize.COMMENT:
+                comments[tok.start[0]] = tok.string.lstrip("#").strip()
+    except (tokenize.TokenError, SyntaxError):
+        pass
+    out = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target, value = node.targets[0], node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            target, value = node.target, node.value
+        else:
+            continue
+        if not isinstance(target, ast.Name):
+            continue
+        try:
+            default, literal = ast.literal_eval(value), True
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            default, literal = ast.get_source_segment(source, value), False
+        help_ = comments.get(node.end_lineno, comments.get(node.lineno, ""))
+        out[target.id] = Parameter(target.id, default, help_, literal)
+    return out
+
+
+def _notebook_path(notebook: Union[str, Path], folder: Optional[Path] = None) -> Path:
+    path = Path(notebook)
+    if isinstance(notebook, Path) or path.suffix == ".ipynb" and path.exists():
+        if not path.is_file():
+            raise UsageError(f"no notebook at {path}")
+        return path
+    return find_notebook(str(notebook), folder)
+
+
+def _literal(text: str):
+    """``text`` read as JSON, else as a Python literal; raises ``ValueError``."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    try:
+        return ast.literal_eval(text.strip())
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as err:
+        raise ValueError(text) from err
+
+
+def _conform(p: Parameter, value, notebook: str, shown: str):
+    """``value`` as the type of ``p``'s default, or :class:`UsageError` (``shown`` is the
+    value as the user wrote it)."""
+    def refuse():
+        return UsageError(f"parameter {p.name} of {notebook} expects {p.expects()}, got {shown}")
+
+    kind = p.kind
+    if kind == "any":
+        return value
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise refuse()
+        return value
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise refuse()
+        return value
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value):
+            raise refuse()
+        return float(value)
+    if kind == "str":
+        if not isinstance(value, str):
+            raise refuse()
+        return value
+    if kind == "list":
+        if not isinstance(value, (list, tuple)):
+            raise refuse()
+        samples = {"bool": False, "int": 0, "float": 0.0, "str": ""}
+        item = Parameter(p.name, samples[p.item_kind]) if p.item_kind else None
+        try:
+            return [_conform(item, v, notebook, shown) if item else v for v in value]
+        except UsageError:
+            raise refuse() from None
+    if kind == "dict":
+        if not isinstance(value, dict):
+            raise refuse()
+        return value
+    return value
+
+
+def _from_text(p: Parameter, text: str, notebook: str):
+    """Convert a command-line VALUE for parameter ``p`` (see :func:`check_params`)."""
+    shown = repr(text)
+    kind = p.kind
+    word = text.strip().lower()
+    if kind == "bool":
+        if word in _TRUE or word in _FALSE:
+            return word in _TRUE
+        value = text  # refused below
+    elif kind == "int":
+        try:
+            value = int(text.strip())
+        except ValueError:
+            value = text
+    elif kind == "float":
+        try:
+            value = float(text.strip())
+        except ValueError:
+            value = text
+    elif kind == "str":
+        value = text
+    else:
+        try:
+            value = _literal(text)
+        except ValueError:
+            if kind != "any":
+                raise UsageError(f"parameter {p.name} of {notebook} expects {p.expects()}, "
+                                 f"got {shown}") from None
+            value = text  # a documented free-form value stays a string
+    return _conform(p, value, notebook, shown)
+
+
+def check_params(notebook: Union[str, Path], pairs, folder: Optional[Path] = None) -> dict:
+    """Validate parameter overrides against a notebook's ``parameters`` cell.
+
+    ``notebook`` is a path or a notebook name; ``pairs`` is a sequence of
+    ``(NAME, VALUE)`` as typed on the command line (VALUE a string), or a mapping
+    of already-typed values. Returns ``{name: value}`` with every value of the
+    type of the parameter's default:
+
+    - booleans: ``true``/``false``, ``1``/``0``, ``yes``/``no``, ``on``/``off``, any case;
+    - integers; numbers (an integer is fine); strings as they are (no quotes needed);
+    - lists and dicts as JSON or Python literals (``[16, 32]``, ``['a', 'b']``), whose
+      items must have the type of the default's items;
+    - a parameter whose default is ``None`` takes whatever its comment documents:
+      a JSON or Python literal, else the string.
+
+    Raises :class:`UsageError` (a ``ValueError``) for an unknown name (naming the
+    closest and listing the notebook's parameters), ``profile`` or ``run`` (set by
+    their own options), a name given twice, or a value that does not convert.
+    """
+    path = _notebook_path(notebook, folder)
+    known = parameters(path)
+    typed = isinstance(pairs, Mapping)
+    items = list(pairs.items()) if typed else [tuple(p) for p in pairs]
+    out: dict = {}
+    for item in items:
+        if len(item) != 2:
+            raise UsageError(f"a parameter override is NAME VALUE, got {' '.join(map(str, item))!r}")
+        name, value = item
+        if name in RESERVED:
+            raise UsageError(f"{name} is not set with -p: use {RESERVED[name]}")
+        if name not in known:
+            listed = ", ".join(n for n in known if n not in RESERVED) or "none"
+            raise UsageError(f"unknown parameter {name!r} of {path.stem}{_closest(name, known)}; "
+                             f"its parameters: {listed}")
+        if name in out:
+            raise UsageError(f"parameter {name} is given twice")
+        p = known[name]
+        out[name] = (_conform(p, value, path.stem, repr(value)) if typed
+                     else _from_text(p, str(value), path.stem))
+    return out
 
 
 def _data_fingerprint() -> list:
@@ -97,7 +368,11 @@ def inputs_key(nb: Path, profile: str, params: dict, run: Optional[str]) -> str:
 
 
 def output_dir(nb: Path, profile: str, run: Optional[str]) -> Path:
-    return config.reports_dir(nb.stem, "runs", run) if run else config.reports_dir(nb.stem, profile)
+    """Where ``nb`` writes at ``profile``: ``reports/<nb>/<profile>/``, or for an ablation
+    run ``reports/<nb>/runs/<run>/<profile>/`` (as :class:`hashstudy.reporting.Report`)."""
+    if run:
+        return config.reports_dir(nb.stem, "runs", run, profile)
+    return config.reports_dir(nb.stem, profile)
 
 
 def _state_path(nb: Path, profile: str, run: Optional[str]) -> Path:
@@ -183,10 +458,14 @@ def regenerate(profile: str = "quick", jobs: int = 2, only: Optional[list[str]] 
                echo=print, folder: Optional[Path] = None) -> list[Outcome]:
     """Run the notebooks; see the module docstring. Returns one :class:`Outcome` each."""
     config.check_profile(profile)
-    params = dict(params or {})
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}")
+    if run is not None and run != "":
+        _check_run(run)
     todo = notebooks(only, folder)
+    params = dict(params or {})
+    for nb in todo:  # the same checks as the command line's, on typed values
+        params = check_params(nb, params) if params else params
     main = [nb for nb in todo if nb.stem != SUMMARY]
     summary = [nb for nb in todo if nb.stem == SUMMARY]
     threads = max(1, (os.cpu_count() or 1) // jobs)
@@ -301,35 +580,86 @@ def summary_table(outcomes: list[Outcome]) -> str:
     return "\n".join(lines)
 
 
-def _parse_params(pairs: list[list[str]]) -> dict:
-    out = {}
-    for name, raw in pairs:
-        try:
-            out[name] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[name] = raw
-    return out
+def _check_run(run: str) -> str:
+    if not _RUN_NAME.match(run) or set(run) == {"."}:
+        raise UsageError(f"run name {run!r} must be a plain token (letters, digits, _.@+-)")
+    return run
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hashstudy.regenerate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", default="quick", help="smoke, quick (default) or paper")
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose mistakes raise :class:`UsageError` instead of exiting."""
+
+    def error(self, message):
+        raise UsageError(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m hashstudy.regenerate", description=__doc__,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", default="quick", choices=config.PROFILES,
+                        help="smoke, quick (default) or paper")
     parser.add_argument("--jobs", type=int, default=2, help="notebooks run at once (default 2)")
     parser.add_argument("--only", nargs="+", metavar="NOTEBOOK", help="run only these notebooks")
     parser.add_argument("-p", "--param", nargs=2, action="append", default=[],
-                        metavar=("NAME", "VALUE"), help="override a parameter (VALUE as JSON)")
-    parser.add_argument("--run", help="name of an ablation run: outputs go to reports/<nb>/runs/<run>/")
+                        metavar=("NAME", "VALUE"),
+                        help="override a parameter of the --only notebook; VALUE is converted "
+                             "to the type of the parameter's default (true/false, numbers, "
+                             "text as is, lists and dicts as JSON or Python)")
+    parser.add_argument("--run", help="name of an ablation run: outputs go to "
+                                      "reports/<nb>/runs/<run>/<profile>/")
     parser.add_argument("--force", action="store_true", help="run even if inputs are unchanged")
-    args = parser.parse_args(argv)
-    params = _parse_params(args.param)
-    if (params or args.run) and not args.only:
-        parser.error("parameter overrides and --run need --only NOTEBOOK")
+    return parser
+
+
+@dataclass
+class Command:
+    """A checked report command: what :func:`regenerate` will be called with."""
+    profile: str
+    jobs: int
+    only: Optional[list[str]]
+    params: dict
+    run: Optional[str]
+    force: bool
+    notebooks: list[Path]
+
+
+def parse_command(argv: list[str], folder: Optional[Path] = None) -> Command:
+    """Parse and check the report command's arguments without running anything.
+
+    Checks the options, the notebook names, every ``-p`` parameter and value
+    (:func:`check_params`) and the run name; raises :class:`UsageError` with
+    one line of explanation. ``main`` runs what this returns."""
+    args = _parser().parse_args(argv)
+    if args.jobs < 1:
+        raise UsageError(f"--jobs must be at least 1, got {args.jobs}")
+    if args.run is not None:
+        _check_run(args.run)
+    if (args.param or args.run) and not args.only:
+        raise UsageError("-p and --run need --only NOTEBOOK")
+    todo = notebooks(args.only, folder) if args.only else []
+    params: dict = {}
+    for nb in todo:
+        mine = check_params(nb, args.param)
+        for name, value in mine.items():
+            if name in params and params[name] != value:
+                raise UsageError(f"parameter {name} means {params[name]!r} in one notebook and "
+                                 f"{value!r} in {nb.stem}: run them separately")
+            params[name] = value
     if params and not args.run:
-        parser.error("parameter overrides need --run NAME, so the default report is not overwritten")
+        raise UsageError("-p needs --run NAME, so the profile's default report is not overwritten")
+    only = [nb.stem for nb in todo] if args.only else None
+    return Command(args.profile, args.jobs, only, params, args.run, args.force, todo)
+
+
+def main(argv=None) -> int:
+    try:
+        cmd = parse_command(sys.argv[1:] if argv is None else list(argv))
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     t0 = time.time()
     try:
-        outcomes = regenerate(args.profile, args.jobs, args.only, params, args.run, args.force)
+        outcomes = regenerate(cmd.profile, cmd.jobs, cmd.only, cmd.params, cmd.run, cmd.force)
     except KeyboardInterrupt:
         return 130
     print()

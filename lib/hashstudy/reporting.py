@@ -1,7 +1,7 @@
 """Reports: metrics JSON, CSV tables, figures, and paper-vs-ours tables.
 
 Each notebook writes under ``reports/<notebook>/<profile>/`` (or, for a named
-ablation run, ``reports/<notebook>/runs/<run>/``):
+ablation run, ``reports/<notebook>/runs/<run>/<profile>/``):
 
 ``metrics.json``
     A flat JSON object ``{"<dataset>/<method>/<bits>/<metric>": value}`` whose
@@ -71,18 +71,19 @@ class Report:
         Notebook name, e.g. ``"00_baselines"``.
     profile : {"smoke", "quick", "paper"}
     run : str, optional
-        Name of an ablation run; its outputs go to ``runs/<run>/`` so the
-        profile's default report is never overwritten.
+        Name of an ablation run; its outputs go to ``runs/<run>/<profile>/`` so
+        neither the profile's default report nor the same run at another
+        profile is ever overwritten.
     """
 
     def __init__(self, notebook: str, profile: str, run: Optional[str] = None):
         config.check_profile(profile)
-        if run is not None and run != "" and not _KEY_PART.match(run):
+        if run is not None and run != "" and (not _KEY_PART.match(run) or set(run) == {"."}):
             raise ValueError(f"run name {run!r} must be a plain token (letters, digits, _.-)")
         self.notebook = notebook
         self.profile = profile
         self.run = run or None
-        parts = (notebook, "runs", self.run) if self.run else (notebook, profile)
+        parts = (notebook, "runs", self.run, profile) if self.run else (notebook, profile)
         self.dir = config.reports_dir(*parts)
         self.metrics: dict[str, float] = {}
         self.meta: dict = {"notebook": notebook, "profile": profile, "run": self.run,
@@ -138,13 +139,31 @@ class Report:
         return cache.write_text(self.path(f"{name}.csv"), buf.getvalue())
 
     def figure(self, name: str, fig, svg: bool = False, dpi: int = 110) -> Path:
-        """Save a matplotlib figure as ``<name>.png`` (and ``.svg``)."""
+        """Save a matplotlib figure as ``<name>.png`` (and ``.svg``); in a notebook, show it.
+
+        Inside a Jupyter kernel the saved PNG is displayed once, as the output
+        of the calling cell, and the figure is closed, so that the inline
+        backend does not show it a second time at the end of the cell (a later
+        ``plt.show()`` shows nothing). Elsewhere (scripts, tests) nothing is
+        displayed and the figure stays open.
+        """
         out = self.path(f"{name}.png")
         with cache.atomic_path(out) as tmp:
             fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
         if svg:
             with cache.atomic_path(self.path(f"{name}.svg")) as tmp:
                 fig.savefig(tmp, format="svg", bbox_inches="tight")
+        try:
+            from IPython import get_ipython
+        except ImportError:  # no IPython: certainly not a notebook
+            return out
+        shell = get_ipython()
+        if shell is not None and getattr(shell, "kernel", None) is not None:  # a Jupyter kernel
+            import matplotlib.pyplot as plt
+            from IPython.display import Image, display
+
+            display(Image(data=out.read_bytes(), format="png"))
+            plt.close(fig)
         return out
 
     def text(self, name: str, content: str) -> Path:
