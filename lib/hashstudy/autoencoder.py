@@ -827,38 +827,58 @@ def compare(images: np.ndarray, labels: np.ndarray, split: protocols.Split, bits
 # --------------------------------------------------------------------------- #
 
 
-def plot_binarisation(histories: Mapping[str, dict], title: str = ""):
+def plot_binarisation(histories: Mapping[str, dict], title: str = "",
+                      paper: Optional[Mapping[str, float]] = None, paper_source: str = ""):
     """Per-epoch ``b``, binary fraction and reconstruction error of several runs.
 
     ``histories``: ``{label: TanhAEHasher.history_}``. Three panels: ``b`` of
     the code layer (log scale); share of code activations with ``|f| >= 0.99``;
     reconstruction MSE from the continuous (dashed) and binarised (solid) codes.
+    ``paper``: ``{label: share}`` the paper states for a run at the end of
+    training (e.g. ``{"16 bits": 1.0}``, "completely discrete"), marked at that
+    run's last epoch (:func:`hashstudy.plots.mark_paper`, legend
+    ``paper (<paper_source>)``). One legend below the panels.
     """
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    from . import plots
 
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    colours = {}
     for i, (label, hist) in enumerate(histories.items()):
         logs = hist["logs"]
         ep = [r["epoch"] for r in logs]
-        colour = plt.get_cmap("tab10")(i % 10)
+        colour = colours[label] = plt.get_cmap("tab10")(i % 10)
         axes[0].plot(ep, [r["b"] for r in logs], "o-", color=colour, ms=3, label=label)
-        axes[1].plot(ep, [r["binary_fraction"] for r in logs], "o-", color=colour, ms=3, label=label)
-        axes[2].plot(ep, [r["mse_binary"] for r in logs], "o-", color=colour, ms=3, label=f"{label} binary")
-        axes[2].plot(ep, [r["mse_continuous"] for r in logs], "--", color=colour, label=f"{label} continuous")
+        axes[1].plot(ep, [r["binary_fraction"] for r in logs], "o-", color=colour, ms=3, label=label,
+                     clip_on=False)
+        axes[2].plot(ep, [r["mse_binary"] for r in logs], "o-", color=colour, ms=3)
+        axes[2].plot(ep, [r["mse_continuous"] for r in logs], "--", color=colour)
     axes[0].set_yscale("log")
     axes[0].set_ylabel("b (code layer)")
     axes[1].set_ylabel(f"share of |f| >= {BINARY_LEVEL}")
-    axes[1].set_ylim(0, 1.02)
+    axes[1].set_ylim(0, 1)
     axes[1].axhline(BINARY_LEVEL, color="grey", lw=0.8, ls=":")
     axes[2].set_ylabel("reconstruction MSE")
     for ax in axes:
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, frameon=False)
-    axes[2].legend(fontsize=6, frameon=False, ncol=2)
+    # the line styles of the right panel, explained once
+    axes[2].add_line(Line2D([], [], color="black", marker="o", ms=3, label="MSE from the binary code"))
+    axes[2].add_line(Line2D([], [], color="black", ls="--", label="MSE from the continuous code"))
+    for label, value in (paper or {}).items():
+        if label not in histories:
+            continue
+        last = histories[label]["logs"][-1]["epoch"]
+        marks = plots.mark_paper(axes[1], last, value, source=paper_source or "paper",
+                                 label=f"paper ({plots._short_source(paper_source)}): {label}, "
+                                       f"{value:.0%}" if paper_source else None)
+        marks.set_markeredgecolor(colours[label])
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    plots.figure_legend(fig)
     return fig
 
 
@@ -910,15 +930,16 @@ def plot_scaled_tanh(bs: Sequence[float] = (1, 4, 16, 100), title: str = ""):
     x = torch.linspace(-3, 3, 1201, dtype=torch.float64)
     fig, ax = plt.subplots(figsize=(4.6, 3.2))
     for i, b in enumerate(bs):
-        ax.plot(x.numpy(), scaled_tanh(x, b).numpy(), color=plt.get_cmap("viridis")(i / max(1, len(bs) - 1)),
-                label=f"b = {b:g}")
+        # viridis without its pale yellow end, which is hard to see on white
+        ax.plot(x.numpy(), scaled_tanh(x, b).numpy(),
+                color=plt.get_cmap("viridis")(0.85 * i / max(1, len(bs) - 1)), label=f"b = {b:g}")
     ax.step(x.numpy(), torch.sign(x).numpy(), where="mid", color="black", lw=0.8, ls=":", label="sign(x)")
     ax.axhspan(BINARY_LEVEL, 1.0, color="grey", alpha=0.15)
     ax.axhspan(-1.0, -BINARY_LEVEL, color="grey", alpha=0.15)
     ax.set_xlabel("x")
     ax.set_ylabel("f_b(x) = 2 / (1 + exp(-b x)) - 1")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, frameon=False)
+    ax.legend(fontsize=7, loc="upper left", framealpha=0.9)  # the curves are near -1 there
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()

@@ -1146,7 +1146,7 @@ def wide_table(values: Mapping[str, float], rows: Mapping, columns: Sequence[str
     return pd.DataFrame(body, index=index, columns=list(columns), dtype=float)
 
 
-def radar(frame, *, title: str = "", scale: float = 1.0):
+def radar(frame, *, title: str = "", scale: float = 1.0, paper=None, paper_source: str = ""):
     """Radar chart of Fig. 3(b): one polygon per row of ``frame``, one axis per column.
 
     Parameters
@@ -1156,6 +1156,10 @@ def radar(frame, *, title: str = "", scale: float = 1.0):
     scale : float
         Multiplies every value (the paper multiplies some axes by 1.23 "to
         highlight the curve"; 1 draws the values as they are).
+    paper : pandas.DataFrame, optional
+        The paper's values in the same layout (rows a subset of ``frame``'s,
+        NaN where the paper has none); each is an open star edged in its
+        configuration's colour, legend ``paper (<paper_source>)``.
 
     Returns
     -------
@@ -1170,16 +1174,27 @@ def radar(frame, *, title: str = "", scale: float = 1.0):
         raise ValueError("a radar chart needs at least three metrics")
     angles = np.linspace(0, 2 * np.pi, len(cols), endpoint=False)
     fig, ax = plt.subplots(figsize=(5.2, 5.2), subplot_kw={"polar": True})
-    for i, (name, row) in enumerate(frame.iterrows()):
+    look = plots.styles([str(n) for n in frame.index])
+    for name, row in frame.iterrows():
         v = np.asarray(row, dtype=float) * scale
-        st = plots.style(str(name), i)
-        ax.plot(np.r_[angles, angles[:1]], np.r_[v, v[:1]], color=st["color"], lw=1.6,
+        colour = look[str(name)]["color"]
+        ax.plot(np.r_[angles, angles[:1]], np.r_[v, v[:1]], color=colour, lw=1.6,
                 label=str(name))
-        ax.fill(np.r_[angles, angles[:1]], np.r_[v, v[:1]], color=st["color"], alpha=0.08)
+        ax.fill(np.r_[angles, angles[:1]], np.r_[v, v[:1]], color=colour, alpha=0.08)
+    top = float(np.nanmax(frame.to_numpy(dtype=float))) * scale
+    if paper is not None:
+        for name, row in paper.reindex(columns=cols).iterrows():
+            if str(name) not in look:
+                continue
+            marks = plots.mark_paper(ax, angles, np.asarray(row, dtype=float) * scale,
+                                     source=paper_source or "paper", marker="*")
+            marks.set_markeredgecolor(look[str(name)]["color"])
+        if np.isfinite(paper.to_numpy(dtype=float)).any():
+            top = max(top, float(np.nanmax(paper.to_numpy(dtype=float))) * scale)
     ax.set_xticks(angles)
     ax.set_xticklabels([c.replace("precision@recall", "P@R ") for c in cols], fontsize=8)
-    ax.set_ylim(0, max(1.0, float(np.nanmax(frame.to_numpy(dtype=float))) * scale))
-    ax.legend(fontsize=8, loc="upper right", bbox_to_anchor=(1.32, 1.12), frameon=False)
+    ax.set_ylim(0, max(1.0, top))
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.12, 1.05), frameon=False)
     if title:
         ax.set_title(title, fontsize=10, pad=18)
     return fig

@@ -126,11 +126,21 @@ def long_to_metrics(table, prefix: str) -> dict[str, float]:
 
 
 def curves_by_method(codes: Mapping, q_labels, db_labels, bits: int, kind: str = "pr",
-                     max_k: int = 1000) -> dict[str, tuple]:
+                     max_k: int = 1000, empty: str = "skip") -> dict[str, tuple]:
     """``{method: (x, y)}`` curves at one code length, for :func:`hashstudy.plots.curves`.
 
-    ``kind="pr"``: (recall, precision) of the Hamming-radius PR curve;
-    ``kind="precision@k"``: (k, precision@k) for k = 1..max_k.
+    ``kind="pr"``: (recall, precision) of the Hamming-radius PR curve, one
+    point per radius ``0..bits``. With ``empty="skip"`` (the figures' choice)
+    a query that has no database item within a radius is left out of the
+    precision average at that radius, so long codes, whose small balls are
+    mostly empty, do not show a spurious drop to precision 0 near recall 0;
+    ``"zero"`` counts such a query as precision 0 (as ``hd2p`` does). Recall
+    always averages over every query. :data:`hashstudy.plots.PR_YLABEL`
+    labels the axis accordingly.
+
+    ``kind="precision@k"``: (k, precision@k) for k = 1..max_k, from the Hamming
+    ranking with items at equal distance averaged over all their orders
+    (``ties="average"``, as every reported metric).
     """
     config.check_choice("kind", kind, ("pr", "precision@k"))
     out = {}
@@ -138,9 +148,10 @@ def curves_by_method(codes: Mapping, q_labels, db_labels, bits: int, kind: str =
         if b != bits:
             continue
         if kind == "pr":
-            curve = metrics.pr_curve(c.query, c.database, q_labels, db_labels)
+            curve = metrics.pr_curve(c.query, c.database, q_labels, db_labels, empty=empty)
             out[m] = (curve.recall, curve.precision)
         else:
-            prec = metrics.precision_curve(c.query, c.database, q_labels, db_labels, max_k=max_k)
+            prec = metrics.precision_curve(c.query, c.database, q_labels, db_labels, max_k=max_k,
+                                           ties="average")
             out[m] = (np.arange(1, len(prec) + 1), prec)
     return out

@@ -802,16 +802,20 @@ def activation_figure(results: Mapping[str, LatentResult]):
     """Histograms of the latent activations of the database, one curve per result."""
     import matplotlib.pyplot as plt
 
+    from . import plots
+
     fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    look = plots.styles(list(results))
     for name, res in results.items():
         edges = res.activation_edges
         share = res.activation_counts / max(1, res.activation_counts.sum())
-        ax.step(edges[:-1], share, where="post", label=name)
+        ax.step(edges[:-1], share, where="post", label=name, color=look[name]["color"])
     ax.axvline(0.5, color="k", lw=0.8, ls="--")
     ax.set_yscale("log")
     ax.set_xlabel("latent activation (sigmoid output)")
     ax.set_ylabel("share of activations")
     ax.set_title("How binary are the latent units? (threshold of eq. 1 dashed)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, frameon=False)
+    ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+              borderaxespad=0)  # outside: the histograms fill both ends of the axes
     return fig
