@@ -10,10 +10,10 @@ JOBS ?= 2
 export HASHSTUDY_DATA ?= $(CURDIR)/data
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help venv test test-fast reports notebook benchmark clean-smoke
+.PHONY: help venv test test-fast reports notebook benchmark benchmark-search clean-smoke
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,13 @@ reports: $(STAMP)  ## run every notebook at PROFILE (default quick) and rebuild 
 
 benchmark: $(STAMP)  ## time mAP@1000 on 10,000 x 50,000 64-bit codes against a reference loop and faiss
 	$(BIN)/python benchmarks/hamming_map.py
+
+benchmark-search: $(STAMP)  ## time exact and MIH Hamming search (top-10, top-1000, radius 2) over 0.1M, 1M, 10M 64-bit codes
+	$(BIN)/python benchmarks/search_scale.py
+
+.PHONY: sweep
+sweep: $(STAMP)  ## a parameter sweep on Dask, e.g. make sweep ARGS='04_ddh --grid k1=5,15 --seeds 0,1,2'
+	$(BIN)/python -m hashstudy.sweep $(ARGS)
 
 clean-smoke:  ## remove smoke-test outputs
 	rm -rf build/smoke reports/*/smoke

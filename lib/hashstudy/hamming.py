@@ -21,6 +21,12 @@ Tie order
     the database by (Hamming distance ascending, database index ascending),
     which is exactly the order of ``np.argsort(dist_row, kind="stable")``.
 
+For searching one database repeatedly, :class:`SearchIndex` (and the
+one-call :func:`search`) answers top-k and radius queries either by the same
+scan or from multi-index hashing tables, which answer near-neighbour requests
+(a small radius, a small k) on a million 64-bit codes tens of times faster;
+both give exactly the scan's answer, ties included.
+
 The kernels are compiled with numba (``parallel=True``, one query per task,
 cached on disk after the first call; ``numba.set_num_threads`` sets the number
 of threads). Per query they use ``O(N)`` scratch memory and never sort: a
@@ -31,9 +37,11 @@ return.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -53,6 +61,10 @@ __all__ = [
     "ranking_summary",
     "relevant_totals",
     "check_labels",
+    "Neighbours",
+    "SearchIndex",
+    "search",
+    "mih_layout",
 ]
 
 MAX_BITS = 65535  # distances are stored as uint16
@@ -732,3 +744,700 @@ def relevant_totals(query_labels, database_labels) -> np.ndarray:
     classes, sizes = np.unique(dl, return_counts=True)
     where = np.minimum(np.searchsorted(classes, ql), len(classes) - 1)
     return np.where(classes[where] == ql, sizes[where], 0).astype(np.int64)
+
+
+# ---------------------------------------------------------------------------
+# search API: exact scan or multi-index hashing, same answers either way
+#
+# Multi-index hashing (MIH; Norouzi, Punjani and Fleet, CVPR 2012) cuts each
+# code into ``m`` disjoint substrings and keeps one table per substring that
+# lists the items with each substring value. If two codes differ in ``d``
+# bits, then by the pigeonhole principle some substring differs in at most
+# ``d // m`` bits. A query probes, table by table, the substring values at
+# Hamming distance 0, 1, 2, ... of its own substring ("step (s, t)": the
+# values at distance exactly ``s`` in table ``t``), computes the full
+# distance of each item it meets, and after step (s, t) has met every item
+# within distance ``m * s + t`` of the query. Radius search stops once that
+# bound reaches the radius, top-k search once it has met k items within the
+# bound; the answer is then exact, not approximate. An item met again in a
+# later step is recognised from its substring distances and skipped.
+# A query whose probing grows too costly (many tables and buckets for a
+# large radius or k) stops early and is answered by the exact scan instead.
+# ---------------------------------------------------------------------------
+
+SEARCH_METHODS = ("auto", "exact", "mih")
+
+# Below this many database codes ``method="auto"`` scans: the scan then takes
+# a fraction of a millisecond per query and MIH saves little.
+AUTO_MIN_DATABASE = 100_000
+# ``method="auto"`` builds the tables once an index has been asked this many
+# queries in all: building costs about as much as scanning for 100-200.
+AUTO_BUILD_QUERIES = 100
+# ``method="auto"`` tries MIH on this many queries of each kind of request
+# and then keeps to MIH only while at most AUTO_MAX_FALLBACK of them gave up.
+AUTO_PROBE_QUERIES = 32
+AUTO_MAX_FALLBACK = 0.25
+# A query gives up on MIH (and is scanned) once it has probed buckets and
+# items worth more than this fraction of the database size. Probing an item
+# costs about ten times as much as scanning one, so a query that gives up has
+# cost about one extra scan.
+MIH_WORK_FRACTION = 1 / 16
+# MIH queries take microseconds: a thread gets at least this many of them.
+MIH_QUERIES_PER_THREAD = 16
+MIH_MAX_SUBSTRING = 24  # bits per table; a table's directory has 2**bits + 1 entries
+# Codes of up to this many 64-bit words are copied into each table in bucket
+# order, so that a bucket is read from contiguous memory (several times
+# faster); longer codes are read from the database where they are.
+MIH_COPY_WORDS = 2
+
+
+class Neighbours(NamedTuple):
+    """Result of :func:`search` / :meth:`SearchIndex.search`.
+
+    For a top-``k`` search, ``indices`` (int64) and ``distances`` (uint16)
+    have shape ``(Q, min(k, N))``. For a radius search (with or without
+    ``k``) both are lists of ``Q`` 1-D arrays, one per query, of varying
+    length. Either way each query's items are ordered by (Hamming distance,
+    database index), exactly as :func:`topk` and :func:`radius_search` order
+    them.
+    """
+
+    indices: np.ndarray | list
+    distances: np.ndarray | list
+
+
+def mih_layout(bits: int, n: int, tables: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Substrings used by multi-index hashing: their first bits and lengths.
+
+    Parameters
+    ----------
+    bits : int
+        Code length.
+    n : int
+        Number of database codes.
+    tables : int, optional
+        Number of substrings ``m``. By default substrings are about
+        ``log2(n)`` bits long (at least 1, at most 24), so that a table has
+        about as many buckets as the database has codes:
+        ``m = ceil(bits / floor(log2(n)))``. For 64-bit codes that is 4
+        tables of 16 bits from 65,536 to 16.7 million codes, and 3 tables
+        of 21-22 bits at 10 million.
+
+    Returns
+    -------
+    starts, lengths : ndarray of int64, shape (m,)
+        Substring ``t`` is bits ``starts[t] .. starts[t] + lengths[t] - 1``;
+        the lengths differ by at most one.
+    """
+    (bits,) = check_bits(bits, 1, MAX_BITS)
+    if tables is None:
+        sub = int(np.clip(np.floor(np.log2(max(int(n), 2))), 1, MIH_MAX_SUBSTRING))
+        m = -(-bits // sub)
+    else:
+        if isinstance(tables, (bool, np.bool_)) or not isinstance(tables, (int, np.integer)):
+            raise TypeError(f"tables must be a positive integer or None, got {tables!r}")
+        m = int(tables)
+        if not 1 <= m <= bits:
+            raise ValueError(f"tables must be between 1 and bits={bits}, got {m}")
+        if -(-bits // m) > MIH_MAX_SUBSTRING:
+            raise ValueError(
+                f"{m} tables cut {bits}-bit codes into substrings of up to {-(-bits // m)} bits; "
+                f"at most {MIH_MAX_SUBSTRING} are supported, so use at least "
+                f"{-(-bits // MIH_MAX_SUBSTRING)} tables"
+            )
+    lengths = np.full(m, bits // m, dtype=np.int64)
+    lengths[: bits % m] += 1
+    starts = np.zeros(m, dtype=np.int64)
+    starts[1:] = np.cumsum(lengths)[:-1]
+    return starts, lengths
+
+
+@njit(inline="always", cache=True)
+def _substring(row, start, length):
+    """Bits ``start .. start + length - 1`` (length <= 32) of a packed code row."""
+    w = start >> 6
+    o = start & 63
+    v = row[w] >> np.uint64(o)
+    if o + length > 64:
+        v |= row[w + 1] << np.uint64(64 - o)
+    return np.int64(v & ((np.uint64(1) << np.uint64(length)) - np.uint64(1)))
+
+
+@njit(parallel=True, cache=True)
+def _mih_build_kernel(words, starts, lengths, dir_base, dirs, ids, tcodes):
+    """Counting sort of the database by each substring, one table per task.
+
+    ``dirs[dir_base[t] + v] .. dirs[dir_base[t] + v + 1]`` is the range of
+    ``ids[t]`` that lists the items whose substring ``t`` equals ``v``, in
+    ascending index order. If ``tcodes`` has one row per table, row ``t``
+    receives the codes in the order of ``ids[t]``.
+    """
+    copy = tcodes.shape[0] == starts.shape[0]
+    n = words.shape[0]
+    for t in prange(starts.shape[0]):
+        base = dir_base[t]
+        size = np.int64(1) << lengths[t]
+        for j in range(n):
+            dirs[base + _substring(words[j], starts[t], lengths[t]) + 1] += 1
+        for v in range(size):
+            dirs[base + v + 1] += dirs[base + v]
+        cursor = dirs[base : base + size].copy()
+        for j in range(n):
+            v = _substring(words[j], starts[t], lengths[t])
+            ids[t, cursor[v]] = j
+            if copy:
+                for w in range(words.shape[1]):
+                    tcodes[t, cursor[v], w] = words[j, w]
+            cursor[v] += 1
+
+
+@njit(cache=True)
+def _mih_query(qrow, tcodes, starts, lengths, dir_base, dirs, ids, nbins, k, r, limit):
+    """MIH search of one query; see the section comment above.
+
+    Returns ``(keys, work)``: ``keys`` holds ``distance * N + index`` of the
+    answer in ascending order (the k nearest for ``k > 0``, every item within
+    ``r`` for ``k == 0``), or is ``None`` when the query stopped after
+    ``limit`` units of work (buckets and items probed). ``tcodes`` is either
+    one copy of the codes per table in bucket order, shape (m, N, W), or the
+    codes themselves, shape (1, N, W).
+    """
+    n = ids.shape[1]
+    copied = tcodes.shape[0] == starts.shape[0]
+    m = starts.shape[0]
+    n_words = qrow.shape[0]
+    max_len = 0
+    for t in range(m):
+        max_len = max(max_len, lengths[t])
+    qkey = np.empty(m, np.int64)
+    for t in range(m):
+        qkey[t] = _substring(qrow, starts[t], lengths[t])
+    xor = np.empty(n_words, np.uint64)
+    hist = np.zeros(nbins, np.int64)
+    cand = np.empty(64, np.int64)  # distance * n + index of the items met
+    nc = 0
+    work = 0
+    cum = 0  # items met within the completeness bound
+    bound = -1
+    # items farther than ``worst`` cannot be in the answer: the radius, or the
+    # k-th smallest distance met so far (``within`` items met are not farther)
+    worst = r if k == 0 else nbins - 1
+    within = 0
+    for s in range(max_len + 1):
+        for t in range(m):
+            length = lengths[t]
+            if s <= length:
+                base = dir_base[t]
+                # substring values at distance exactly s: masks with s bits set
+                mask = (np.int64(1) << s) - 1
+                top = np.int64(1) << length
+                while mask < top:
+                    v = qkey[t] ^ mask
+                    lo = dirs[base + v]
+                    hi = dirs[base + v + 1]
+                    work += 1 + (hi - lo)
+                    for p in range(lo, hi):
+                        src = t if copied else 0
+                        row = p if copied else ids[t, p]
+                        d = 0
+                        for w in range(n_words):
+                            x = qrow[w] ^ tcodes[src, row, w]
+                            xor[w] = x
+                            d += _popcount64(x)
+                        if d > worst:
+                            continue
+                        # met before: in an earlier table at distance <= s, or
+                        # in a later one at distance < s
+                        seen = False
+                        for u in range(m):
+                            if u != t:
+                                du = _popcount64(np.uint64(_substring(xor, starts[u], lengths[u])))
+                                if du < s or (u < t and du == s):
+                                    seen = True
+                                    break
+                        if seen:
+                            continue
+                        if nc == cand.shape[0]:
+                            grown = np.empty(2 * nc, np.int64)
+                            for a in range(nc):
+                                grown[a] = cand[a]
+                            cand = grown
+                        cand[nc] = d * n + ids[t, p]
+                        nc += 1
+                        hist[d] += 1
+                        if k > 0:
+                            within += 1
+                            while within - hist[worst] >= k:
+                                within -= hist[worst]
+                                worst -= 1
+                    if work > limit:
+                        return None, work
+                    if mask == 0:
+                        break
+                    # next mask with the same number of bits (Gosper's hack)
+                    c = mask & -mask
+                    nxt = mask + c
+                    mask = (((nxt ^ mask) >> 2) // c) | nxt
+            # every item within m * s + t of the query has now been met
+            new_bound = min(m * s + t, nbins - 1)
+            for d in range(bound + 1, new_bound + 1):
+                cum += hist[d]
+            bound = new_bound
+            if k == 0 and bound >= r:
+                return np.sort(cand[:nc]), work
+            if k > 0 and cum >= k:
+                # the k nearest: every item met closer than the k-th distance,
+                # and the lowest indices among those at the k-th distance
+                kth = 0
+                below = 0
+                while below + hist[kth] < k:
+                    below += hist[kth]
+                    kth += 1
+                keep = np.empty(below + hist[kth], np.int64)
+                c2 = 0
+                for a in range(nc):
+                    if cand[a] // n <= kth:
+                        keep[c2] = cand[a]
+                        c2 += 1
+                if c2 > k:
+                    keep = np.partition(keep, k - 1)[:k]
+                return np.sort(keep), work
+    return None, work  # not reached: the last step meets every item
+
+
+@njit(parallel=True, cache=True)
+def _mih_kernel(qw, tcodes, starts, lengths, dir_base, dirs, ids, nbins, k, r, limit, cap,
+                out_idx, out_dist, out_count, fallback, work_done):
+    """:func:`_mih_query` for every query.
+
+    ``k > 0``: ``out_idx``/``out_dist`` of shape (Q, k) receive the k
+    nearest items. ``k == 0``: the hits within ``r`` go to the first
+    ``out_count[i]`` columns of ``out_idx``/``out_dist`` (shape (Q, cap)),
+    unless there are more than ``cap`` of them (then only ``out_count[i]`` is
+    set). ``fallback[i]`` is set when query ``i`` gave up; its outputs are
+    then undefined.
+    """
+    n = ids.shape[1]
+    for i in prange(qw.shape[0]):
+        keys, work = _mih_query(
+            qw[i], tcodes, starts, lengths, dir_base, dirs, ids, nbins, k, r, limit
+        )
+        work_done[i] = work
+        if keys is None:
+            fallback[i] = True
+            continue
+        c2 = keys.shape[0]
+        out_count[i] = c2
+        if c2 <= cap:
+            for a in range(c2):
+                out_idx[i, a] = keys[a] % n
+                out_dist[i, a] = keys[a] // n
+
+
+@njit(parallel=True, cache=True)
+def _scan_radius_kernel(qw, dwt, r, cap, out_idx, out_dist, out_count):
+    """Exact radius search in one distance pass per query.
+
+    ``out_count[i]`` is the number of items within ``r`` of query ``i``; when
+    it is at most ``cap`` they fill the first columns of ``out_idx`` /
+    ``out_dist`` in (distance, index) order.
+    """
+    n = dwt.shape[1]
+    for i in prange(qw.shape[0]):
+        dist = np.empty(n, np.uint16)
+        _row_distances(qw, i, dwt, dist)
+        hist = np.zeros(r + 1, np.int64)
+        for j in range(n):
+            if dist[j] <= r:
+                hist[dist[j]] += 1
+        start = np.empty(r + 1, np.int64)
+        c = 0
+        for t in range(r + 1):
+            start[t] = c
+            c += hist[t]
+        out_count[i] = c
+        if c > cap:
+            continue
+        for j in range(n):
+            t = dist[j]
+            if t <= r:
+                out_idx[i, start[t]] = j
+                out_dist[i, start[t]] = t
+                start[t] += 1
+
+
+@contextlib.contextmanager
+def _threads_for(tasks: int):
+    """Run numba kernels on at most ``tasks`` threads (at least one).
+
+    The kernels hand one query to each thread; waking threads that get no
+    query costs more than a MIH query or a small scan (milliseconds on a
+    busy machine), so a single query runs on the calling thread alone.
+    """
+    before = numba.get_num_threads()
+    if tasks >= before:
+        yield
+        return
+    numba.set_num_threads(max(int(tasks), 1))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
+
+
+def _check_radius(radius) -> int:
+    if (
+        isinstance(radius, (bool, np.bool_))
+        or not isinstance(radius, (int, np.integer))
+        or radius < 0
+    ):
+        raise ValueError(f"radius must be a non-negative integer or None, got {radius!r}")
+    return int(radius)
+
+
+class SearchIndex:
+    """A database of codes prepared for repeated exact Hamming search.
+
+    Parameters
+    ----------
+    database : codes (N, bits) or PackedCodes
+    method : {"auto", "exact", "mih"}
+        ``"exact"`` scans every code for every query (:func:`topk`,
+        :func:`radius_search`). ``"mih"`` builds multi-index hashing tables
+        and answers from them; a query that needs more work than
+        ``work_fraction`` of a scan is scanned instead. ``"auto"`` scans
+        databases under ``AUTO_MIN_DATABASE`` codes; for larger ones it
+        builds the tables once ``AUTO_BUILD_QUERIES`` queries have been
+        asked in all (in one call or several). It then answers the first
+        ``AUTO_PROBE_QUERIES`` queries of each kind of request (each
+        ``(k, radius)``) by MIH, and later ones by MIH only while at most
+        ``AUTO_MAX_FALLBACK`` of the MIH queries of that kind gave up; so a
+        request that MIH cannot speed up (say top-1000 of 64-bit codes) is
+        scanned after a few dozen queries.
+        **Every method returns the same answer**, exactly the one of the scan,
+        including which of several tied items are returned.
+    tables : int, optional
+        Number of MIH substrings; see :func:`mih_layout`.
+    work_fraction : float or None
+        A MIH query gives up (and is scanned) after probing buckets and items
+        worth this fraction of the database size (default
+        ``MIH_WORK_FRACTION``); ``None`` never gives up.
+
+    Notes
+    -----
+    MIH pays off when the requested neighbours are near: radius search with
+    a small radius, top-k with small k on large databases whose codes have
+    close neighbours. Far neighbours (large k on 64-bit codes) make it fall
+    back to the scan. Each of the ``m`` tables holds the ids of the codes in
+    bucket order (4 bytes each below 2**31 codes), a directory of
+    ``2**(bits / m) + 1`` offsets and, for codes of up to 128 bits, a copy
+    of the codes in bucket order (``MIH_COPY_WORDS``): for 64-bit codes
+    ``m * 12`` bytes per code on top of the 8 of the packed codes;
+    :attr:`nbytes` reports the total.
+
+    Attributes
+    ----------
+    last_search : dict
+        What the latest :meth:`search` did: ``method`` ("exact" or "mih"),
+        ``queries``, ``mih_queries`` (answered from the tables or, after
+        giving up, by the scan) and ``fallback`` (those that gave up).
+    """
+
+    def __init__(self, database, method: str = "auto", tables: int | None = None,
+                 work_fraction: float | None = MIH_WORK_FRACTION):
+        if method not in SEARCH_METHODS:
+            raise ValueError(f"method must be one of {SEARCH_METHODS}, got {method!r}")
+        if work_fraction is not None and not (
+            isinstance(work_fraction, (int, float, np.integer, np.floating))
+            and not isinstance(work_fraction, (bool, np.bool_)) and work_fraction > 0
+        ):
+            raise ValueError(
+                f"work_fraction must be a positive number or None, got {work_fraction!r}"
+            )
+        self.codes = pack(database)
+        if len(self.codes) == 0:
+            raise ValueError("the database is empty")
+        self.method = method
+        self.bits = self.codes.bits
+        self.starts, self.lengths = mih_layout(self.bits, len(self.codes), tables)
+        self.work_fraction = work_fraction
+        self._tables = None
+        self._dwt = None
+        self._asked = 0  # queries asked so far
+        self._history: dict = {}  # (k, radius) -> (MIH queries, of which gave up)
+        self.last_search: dict = {}
+        if method == "mih":
+            self.build()
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __repr__(self) -> str:
+        return (
+            f"SearchIndex(n={len(self)}, bits={self.bits}, method={self.method!r}, "
+            f"tables={len(self.starts)}, built={self._tables is not None})"
+        )
+
+    @property
+    def uses_mih(self) -> bool:
+        """Whether searches may use MIH tables ("mih", or "auto" on a large database)."""
+        return self.method == "mih" or (self.method == "auto" and len(self) >= AUTO_MIN_DATABASE)
+
+    @property
+    def built(self) -> bool:
+        """Whether the MIH tables have been built."""
+        return self._tables is not None
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the packed codes plus, once built, the MIH tables."""
+        if self._tables is None:
+            return self.codes.words.nbytes
+        dir_base, dirs, ids, tcodes = self._tables
+        copies = tcodes.nbytes if tcodes.shape[0] == len(self.starts) else 0
+        return self.codes.words.nbytes + dir_base.nbytes + dirs.nbytes + ids.nbytes + copies
+
+    def build(self) -> "SearchIndex":
+        """Build the MIH tables now (``"auto"`` otherwise builds them when they pay off)."""
+        if self._tables is None:
+            n, m = len(self.codes), len(self.lengths)
+            itype = np.int32 if n < 2**31 - 1 else np.int64
+            sizes = (np.int64(1) << self.lengths) + 1
+            dir_base = np.zeros(m, dtype=np.int64)
+            dir_base[1:] = np.cumsum(sizes)[:-1]
+            dirs = np.zeros(int(sizes.sum()), dtype=itype)
+            ids = np.empty((m, n), dtype=itype)
+            if self.codes.n_words <= MIH_COPY_WORDS:
+                tcodes = np.empty((m, n, self.codes.n_words), dtype=np.uint64)
+            else:
+                tcodes = self.codes.words[None]
+            _mih_build_kernel(
+                self.codes.words, self.starts, self.lengths, dir_base, dirs, ids, tcodes
+            )
+            self._tables = (dir_base, dirs, ids, tcodes)
+        return self
+
+    def _mih(self, q: PackedCodes, k: int, r: int, cap: int = 64):
+        """MIH search of ``q``: (idx, dist, counts, fallback); see :func:`_mih_kernel`."""
+        self.build()
+        dir_base, dirs, ids, tcodes = self._tables
+        n_q, n = len(q), len(self.codes)
+        limit = 2**62 if self.work_fraction is None else max(int(n * self.work_fraction), 1)
+        fallback = np.zeros(n_q, dtype=np.bool_)
+        work = np.zeros(n_q, dtype=np.int64)
+        counts = np.zeros(n_q, dtype=np.int64)
+        cap = k if k > 0 else cap
+        idx = np.empty((n_q, cap), dtype=np.int64)
+        dist = np.empty((n_q, cap), dtype=np.uint16)
+        if n_q:
+            with _threads_for(-(-n_q // MIH_QUERIES_PER_THREAD)):
+                _mih_kernel(q.words, tcodes, self.starts, self.lengths, dir_base, dirs, ids,
+                            self.bits + 1, k, r, limit, cap, idx, dist, counts, fallback, work)
+        return idx, dist, counts, fallback
+
+    def _transposed(self) -> np.ndarray:
+        """The database words as (W, N), kept for the scans (a view for W = 1)."""
+        if self._dwt is None:
+            self._dwt = _transposed(self.codes)
+        return self._dwt
+
+    def _scan_topk(self, q: PackedCodes, k: int):
+        """Exact scan; the same kernel and answer as :func:`topk`."""
+        idx = np.empty((len(q), k), dtype=np.int64)
+        dist = np.empty((len(q), k), dtype=np.uint16)
+        if len(q):
+            with _threads_for(len(q)):
+                _topk_kernel(q.words, self._transposed(), k, self.bits + 1, idx, dist)
+        return idx, dist
+
+    def _scan_radius(self, q: PackedCodes, r: int, cap: int = 64):
+        """Exact scan: (idx, dist, counts) like :meth:`_mih`, one distance pass per query."""
+        counts = np.zeros(len(q), dtype=np.int64)
+        idx = np.empty((len(q), cap), dtype=np.int64)
+        dist = np.empty((len(q), cap), dtype=np.uint16)
+        if len(q):
+            with _threads_for(len(q)):
+                _scan_radius_kernel(q.words, self._transposed(), r, cap, idx, dist, counts)
+        return idx, dist, counts
+
+    def _topk(self, q: PackedCodes, k: int, use_mih: bool):
+        """(idx, dist) of shape (Q, k) and the number of MIH queries that gave up."""
+        if not use_mih:
+            return self._scan_topk(q, k), 0
+        idx, dist, _, fallback = self._mih(q, k, 0)
+        if fallback.any():
+            rows = np.flatnonzero(fallback)
+            idx[rows], dist[rows] = self._scan_topk(q[rows], k)
+        return (idx, dist), int(fallback.sum())
+
+    def _radius(self, q: PackedCodes, r: int, use_mih: bool):
+        """CSR (offsets, indices, distances) of the hits within ``r``, and the give-ups."""
+        n_q = len(q)
+        if use_mih:
+            idx, dist, counts, fallback = self._mih(q, 0, r)
+        else:
+            idx, dist, counts = self._scan_radius(q, r)
+            fallback = np.zeros(n_q, dtype=np.bool_)
+        ok = ~fallback & (counts <= idx.shape[1])
+        if ok.all():
+            return _csr(idx, dist, counts), 0
+        parts = []  # (rows, offsets within the rows' hits, indices, distances)
+        parts.append((np.flatnonzero(ok),) + _csr(idx[ok], dist[ok], counts[ok]))
+        over = np.flatnonzero(~ok & ~fallback)
+        if len(over):  # more hits than the buffer held: search those queries again
+            cap = int(counts[over].max())
+            if use_mih:
+                i2, d2, c2, f2 = self._mih(q[over], 0, r, cap=cap)
+            else:
+                i2, d2, c2 = self._scan_radius(q[over], r, cap=cap)
+                f2 = np.zeros(len(over), dtype=np.bool_)
+            fallback[over[f2]] = True
+            parts.append((over[~f2],) + _csr(i2[~f2], d2[~f2], c2[~f2]))
+        scanned = np.flatnonzero(fallback)
+        if len(scanned):
+            (offs, pidx, pdist), _ = self._radius(q[scanned], r, False)
+            parts.append((scanned, offs, pidx, pdist))
+        counts = np.zeros(n_q, dtype=np.int64)
+        for rows, offs, _, _ in parts:
+            counts[rows] = np.diff(offs)
+        offsets = np.zeros(n_q + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        out_idx = np.empty(offsets[-1], dtype=np.int64)
+        out_dist = np.empty(offsets[-1], dtype=np.uint16)
+        for rows, offs, pidx, pdist in parts:
+            # destination of each hit: its query's offset plus its rank
+            dest = np.repeat(offsets[rows] - offs[:-1], np.diff(offs)) + np.arange(offs[-1])
+            out_idx[dest] = pidx
+            out_dist[dest] = pdist
+        return (offsets, out_idx, out_dist), len(scanned)
+
+    def search(self, query, k: int | None = None, radius: int | None = None) -> Neighbours:
+        """Exact top-``k`` and/or radius search of the database.
+
+        Parameters
+        ----------
+        query : codes (Q, bits) or PackedCodes
+        k : int, optional
+            Number of nearest neighbours (clipped to ``N``).
+        radius : int, optional
+            Hamming radius: every item within distance ``<= radius``.
+            With ``k`` as well: the (at most ``k``) nearest of them.
+
+        Returns
+        -------
+        Neighbours
+            ``(indices, distances)``: arrays of shape ``(Q, min(k, N))`` for
+            top-k alone, lists of ``Q`` per-query arrays when ``radius`` is
+            given; each query's items in (distance, index) order. Equal to
+            ``topk(query, database, k)`` and to the rows of
+            ``radius_search(query, database, radius)``.
+        """
+        if k is None and radius is None:
+            raise ValueError("give k (nearest neighbours), radius (Hamming radius), or both")
+        if k is not None:
+            k = _check_k(k)
+        if radius is not None:
+            radius = min(_check_radius(radius), self.bits)
+        q, d = _pair(query, self.codes)
+        if k is not None:
+            k = min(k, len(d))
+
+        def run(rows, mih):
+            return self._topk(rows, k, mih) if radius is None else self._radius(rows, radius, mih)
+
+        self._asked += len(q)
+        mih = self.uses_mih and (
+            self.method == "mih" or self._tables is not None or self._asked >= AUTO_BUILD_QUERIES
+        )
+        if mih and self.method == "auto" and len(q):
+            # MIH for the first AUTO_PROBE_QUERIES queries of each kind of
+            # request, then only while few of them gave up
+            key = (k, radius)
+            tried, gave_up = self._history.get(key, (0, 0))
+            n_probe = min(len(q), max(AUTO_PROBE_QUERIES - tried, 0))
+            parts, fell, n_mih = [], 0, 0
+            if n_probe:
+                out, fell = run(q[:n_probe], True)
+                parts.append(out)
+                tried, gave_up, n_mih = tried + n_probe, gave_up + fell, n_probe
+            if n_probe < len(q):
+                mih = gave_up <= AUTO_MAX_FALLBACK * tried
+                out, more = run(q[n_probe:], mih)
+                parts.append(out)
+                if mih:
+                    tried, gave_up = tried + len(q) - n_probe, gave_up + more
+                    n_mih, fell = len(q), fell + more
+            self._history[key] = (tried, gave_up)
+            out = parts[0] if len(parts) == 1 else _join(parts[0], parts[1], radius is None)
+        else:
+            out, fell = run(q, mih)
+            n_mih = len(q) if mih else 0
+        self.last_search = {
+            "method": "mih" if n_mih else "exact",
+            "queries": len(q),
+            "mih_queries": n_mih,
+            "fallback": fell,
+        }
+        if radius is None:
+            return Neighbours(*out)
+        offsets, idx, dist = out
+        ends = offsets[1:] if k is None else np.minimum(offsets[1:], offsets[:-1] + k)
+        bounds = list(zip(offsets[:-1].tolist(), ends.tolist()))
+        return Neighbours([idx[a:b] for a, b in bounds], [dist[a:b] for a, b in bounds])
+
+
+def _csr(idx, dist, counts):
+    """The first ``counts[i]`` entries of each row of ``idx``/``dist`` in CSR form."""
+    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    keep = np.arange(idx.shape[1])[None, :] < counts[:, None]
+    return offsets, idx[keep], dist[keep]
+
+
+def _join(first, second, dense: bool):
+    """Concatenate two search outputs along the queries."""
+    if dense:
+        return tuple(np.concatenate([a, b]) for a, b in zip(first, second))
+    (o1, i1, d1), (o2, i2, d2) = first, second
+    return np.concatenate([o1, o1[-1] + o2[1:]]), np.concatenate([i1, i2]), np.concatenate([d1, d2])
+
+
+def search(query, database, k: int | None = None, radius: int | None = None,
+           method: str = "auto", tables: int | None = None) -> Neighbours:
+    """Exact Hamming search: top-``k`` nearest neighbours and/or all within a radius.
+
+    One call of :meth:`SearchIndex.search` on a fresh :class:`SearchIndex`;
+    to search the same database repeatedly, keep the index instead (MIH
+    tables for a million 64-bit codes take a fraction of a second to build).
+    With ``method="auto"`` a single call builds them only for a database of
+    at least ``AUTO_MIN_DATABASE`` codes and at least ``AUTO_BUILD_QUERIES``
+    queries.
+
+    Parameters
+    ----------
+    query : codes (Q, bits) or PackedCodes
+    database : codes (N, bits) or PackedCodes
+    k : int, optional
+        Number of nearest neighbours.
+    radius : int, optional
+        Hamming radius (``<=``); with ``k``, the nearest ``k`` within it.
+    method : {"auto", "exact", "mih"}
+        How to search; all three give the same answer. See :class:`SearchIndex`.
+    tables : int, optional
+        Number of MIH substrings (default from :func:`mih_layout`).
+
+    Returns
+    -------
+    Neighbours
+        ``(indices, distances)``; see :class:`Neighbours`.
+
+    Examples
+    --------
+    ::
+
+        idx, dist = search(query_codes, database_codes, k=10)      # arrays (Q, 10)
+        idx, dist = search(query_codes, database_codes, radius=2)  # lists of Q arrays
+        index = SearchIndex(database_codes)                          # search it repeatedly
+        idx, dist = index.search(query_codes, k=10)
+    """
+    return SearchIndex(database, method=method, tables=tables).search(query, k=k, radius=radius)
