@@ -457,3 +457,21 @@ def test_ddh_paper_numbers_were_added():
     assert table2["cifar10/ddh/64/map@1000"] == 0.535
     table4 = rows[rows.source == "ddh_2018 Table 4"].set_index("key")["value"]
     assert table4["cifar10/ddh/48/map@1000"] == 0.512
+
+
+def test_a_seed_sweep_supplies_means_and_spread(papers):
+    write_report("04_ddh", {"cifar10/ddh/32/map@1000": 0.480, "cifar10/itq/32/map@1000": 0.470})
+    claim = ledger(row(id="lead", rule="above", keys="cifar10/ddh/32/map@1000",
+                       than="cifar10/itq/32/map@1000", margin="0.005"))
+    assert verdicts(claims.evaluate("quick", claim)) == {"lead": "reproduced"}
+    sweep = config.reports_dir("04_ddh", "sweeps", "seeds", "quick")
+    (sweep / "summary.csv").write_text(
+        "metric,mean,std,n\n"
+        "cifar10/ddh/32/map@1000,0.478,0.010,3\n"
+        "cifar10/itq/32/map@1000,0.471,0.002,3\n")
+    # a grid sweep (other settings, not seeds) is never read as spread
+    grid = config.reports_dir("04_ddh", "sweeps", "k1", "quick")
+    (grid / "summary.csv").write_text("k1,metric,mean,std,n\n5,cifar10/ddh/32/map@1000,0.1,0.5,3\n")
+    out = claims.evaluate("quick", claim)
+    assert out["verdict"].tolist() == ["partly"]  # +0.007 is inside 2 x the seed spread
+    assert "0.478 (mean of 3 seeds)" in out["compared"][0] and "seed spread" in out["reason"][0]

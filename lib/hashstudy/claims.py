@@ -73,7 +73,11 @@ spaces.
     standard deviation over seeds) for either side, the margin is at least
     twice their combined spread (the root of the sum of their squares),
     so spread keys added to a report later are used without changing the
-    ledger.
+    ledger. A notebook's seed sweeps (``python -m hashstudy.sweep NOTEBOOK
+    --seeds 0,1,2``, written to ``reports/<nb>/sweeps/<name>/<profile>/
+    summary.csv``) supply such keys: for every metric they hold, the verdict
+    compares the *mean over seeds* and widens the margin by their standard
+    deviations.
 ``faster``
     as ``above`` for timings, where lower is better:
     ``d = reference - ours - by``.
@@ -430,8 +434,10 @@ class _Context:
         """``(metrics or None, meta)`` of ``reports/<notebook>/<profile>/`` (nothing is created)."""
         if notebook not in self._reports:
             folder = self.folders.get(notebook, self.root / notebook / self.profile)
-            self._reports[notebook] = (_read_json(folder / "metrics.json"),
-                                       _read_json(folder / "meta.json") or {})
+            metrics = _read_json(folder / "metrics.json")
+            if metrics is not None and notebook not in self.folders:
+                metrics = {**_seed_sweeps(self.root / notebook, self.profile), **metrics}
+            self._reports[notebook] = (metrics, _read_json(folder / "meta.json") or {})
         return self._reports[notebook]
 
     def paper_value(self, row: dict, key: str):
@@ -447,6 +453,43 @@ class _Context:
             return None, "ambiguous (" + ", ".join(f"{s}: {v:g}" for s, v in
                                                   zip(sel["source"], sel["value"])) + ")"
         return values[0], _short_source(str(sel["source"].iloc[0]))
+
+
+def _seed_sweeps(folder: Path, profile: str) -> dict:
+    """``<key>_mean``, ``<key>_std``, ``<key>_n`` from the notebook's seed sweeps.
+
+    A seed sweep (``python -m hashstudy.sweep NOTEBOOK --seeds 0,1,2``, no grid)
+    writes ``sweeps/<name>/<profile>/summary.csv`` with one row per metric;
+    when several sweeps hold a key, the one with most seeds wins.
+    """
+    import csv
+
+    out, best = {}, {}
+    for path in sorted(folder.glob(f"sweeps/*/{profile}/summary.csv")):
+        with path.open(newline="") as fh:
+            reader = csv.DictReader(fh)
+            if sorted(reader.fieldnames or []) != ["mean", "metric", "n", "std"]:
+                continue  # a grid sweep: its cells are other settings, not seeds
+            for rec in reader:
+                try:
+                    n = int(float(rec["n"]))
+                    mean, std = float(rec["mean"]), float(rec["std"])
+                except (TypeError, ValueError):
+                    continue
+                key = rec["metric"]
+                if n < 2 or n <= best.get(key, 0) or math.isnan(std):
+                    continue
+                best[key] = n
+                out.update({f"{key}_mean": mean, f"{key}_std": std, f"{key}_n": n})
+    return out
+
+
+def _value(metrics: dict, key: str) -> tuple[float, str]:
+    """A key's value for a verdict: the mean over seeds where a seed sweep has one."""
+    n = metrics.get(f"{key}_n")
+    if _is_number(metrics.get(f"{key}_mean")) and _is_number(n) and n >= 2:
+        return float(metrics[f"{key}_mean"]), f" (mean of {int(n)} seeds)"
+    return float(metrics[key]), ""
 
 
 def _reference(row: dict):
@@ -587,13 +630,13 @@ def _judge(row: dict, ctx: _Context):
     by = float(row["by"] or 0)
     outcomes, spread_used = [], False
     for k, r in pairs:
-        a, la = float(metrics[k]), label(k)
+        (a, sa), la = _value(metrics, k), label(k)
         if r[0] == "key":
-            b = float(metrics[r[1]])
-            left, right = f"{la or k} {_fmt(a)}", f"{label(r[1]) or r[1]} {_fmt(b)}"
+            b, sb = _value(metrics, r[1])
+            left, right = f"{la or k} {_fmt(a)}{sa}", f"{label(r[1]) or r[1]} {_fmt(b)}{sb}"
         else:
             b = r[1] if r[0] == "number" else paper[k][0]
-            left = f"{la + ': ' if la else ''}ours {_fmt(a)}"
+            left = f"{la + ': ' if la else ''}ours {_fmt(a)}{sa}"
             right = f"{b:g}" if r[0] == "number" else f"paper {_fmt(b)} ({paper[k][1]})"
         if rule == "within":
             d = abs(a - b)
