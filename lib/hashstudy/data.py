@@ -158,6 +158,8 @@ __all__ = [
     "available",
     "names",
     "is_folder",
+    "check_name",
+    "title",
     "key_token",
     "file_token",
     "register_imagefolder",
@@ -1009,6 +1011,36 @@ def file_token(name: str) -> str:
     if not is_folder(name):
         return name
     return f"{key_token(name)}-{cache.key(name)[:8]}"
+
+
+def check_name(parameter: str, name, allowed: Sequence[str], *, folder: bool = True,
+               empty: bool = False) -> str:
+    """Check a dataset-name parameter of a notebook; returns ``name``.
+
+    ``allowed`` lists the built-in (or registered) names the method accepts;
+    ``folder`` also accepts any ``folder:<path>[?...]`` name (its options are
+    checked here, the folder itself when loading); ``empty`` accepts ``""``
+    (the notebook then skips that part). Anything else raises one
+    ``ValueError`` listing the allowed values.
+    """
+    if isinstance(name, str) and (name in allowed or (empty and name == "")):
+        return name
+    if folder and is_folder(name):
+        _parse_folder(name)
+        return name
+    values = [repr(a) for a in allowed] + (["'folder:<path>'"] if folder else []) \
+        + (["'' (skip this part)"] if empty else [])
+    raise ValueError(f"unknown {parameter} {name!r}; allowed values: {', '.join(values)}")
+
+
+def title(name: str) -> str:
+    """A dataset's name in words for titles: ``"MNIST"``, ``"Fashion-MNIST"``, ``"CIFAR-10"``;
+    a registered dataset's title; ``folder:<path>`` names as :func:`key_token`."""
+    if name in _BUILTIN:
+        return _BUILTIN[name].title
+    if name in _REGISTRY:
+        return _REGISTRY[name].title
+    return key_token(name)
 
 
 def _load_registered(name: str, entry: _Registered, split: str, root: Path) -> Dataset:
