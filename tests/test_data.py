@@ -737,3 +737,19 @@ def test_folder_name_is_cached_like_a_registered_folder(root, monkeypatch):
     monkeypatch.setattr(data, "_decode_image", lambda *a: (_ for _ in ()).throw(
         AssertionError("decoded again")))
     assert len(data.load("folder:cached")) == 9
+
+
+def test_check_name_and_title():
+    gray = ["mnist", "fashion-mnist", "kmnist"]
+    assert data.check_name("dataset", "kmnist", gray) == "kmnist"
+    assert data.check_name("dataset", "folder:x?channels=1", gray) == "folder:x?channels=1"
+    with pytest.raises(ValueError, match=r"unknown dataset 'cifar10'; allowed values: 'mnist', "
+                                         r"'fashion-mnist', 'kmnist', 'folder:<path>'$"):
+        data.check_name("dataset", "cifar10", gray)
+    with pytest.raises(ValueError, match="channels must be 1 or 3"):
+        data.check_name("dataset", "folder:x?channels=4", gray)
+    assert data.check_name("rgb_dataset", "", ["cifar10"], empty=True) == ""
+    with pytest.raises(ValueError, match=r"allowed values: 'cifar10', 'folder:<path>', ''"):
+        data.check_name("rgb_dataset", "mnist", ["cifar10"], empty=True)
+    assert data.title("fashion-mnist") == "Fashion-MNIST" and data.title("mnist") == "MNIST"
+    assert data.title("folder:/a/pics") == "folder-pics"
