@@ -566,3 +566,190 @@ def test_writers_are_seeded(tmp_path):
     np.testing.assert_array_equal(one["train"]["images"], two["train"]["images"])
     assert not np.array_equal(one["train"]["images"], other["train"]["images"])
     assert not np.array_equal(one["train"]["images"][:5], one["test"]["images"])
+
+
+# --------------------------------------------------------------------------- #
+# Fashion-MNIST and KMNIST (torchvision's IDX layouts)
+# --------------------------------------------------------------------------- #
+
+IDX_SETS = [("fashion-mnist", "FashionMNIST"), ("kmnist", "KMNIST")]
+
+
+@pytest.mark.parametrize("name,folder", IDX_SETS)
+@pytest.mark.parametrize("compress", [False, True])
+def test_mnist_like_round_trip(root, name, folder, compress):
+    written = synthetic.write_mnist_idx(root, n_train=30, n_test=10, seed=4, compress=compress,
+                                        folder=folder)
+    raw = root / folder / "raw"
+    assert (raw / "t10k-labels-idx1-ubyte.gz").exists() == compress
+    for split in ("train", "test"):
+        ds = data.load(name, split)
+        assert ds.name == name and ds.images.shape == (len(ds), 28, 28, 1)
+        np.testing.assert_array_equal(ds.images, written[split]["images"])
+        np.testing.assert_array_equal(ds.labels, written[split]["labels"])
+        assert ds.classes == data.CLASSES[name] and len(ds.classes) == 10
+        assert str(raw) in ds.source and "IDX" in ds.source
+    assert data.available(name, "test") and not data.available("mnist")
+    assert data.CLASSES["fashion-mnist"][0] == "T-shirt/top" and data.CLASSES["kmnist"][1] == "ki"
+
+
+@pytest.mark.parametrize("name,folder", IDX_SETS)
+def test_mnist_like_damaged_files(root, name, folder):
+    synthetic.write_mnist_idx(root, n_train=10, n_test=2, folder=folder)
+    images = root / folder / "raw" / "train-images-idx3-ubyte"
+    good = images.read_bytes()
+    images.write_bytes(struct.pack(">I", 2049) + good[4:])
+    with pytest.raises(CorruptDatasetError, match=r"train-images-idx3-ubyte.*magic number 2049"):
+        data.load(name)
+    images.write_bytes(good[:-5])
+    with pytest.raises(CorruptDatasetError, match="truncated"):
+        data.load(name)
+    images.write_bytes(struct.pack(">4I", 2051, 10, 28, 27) + bytes(10 * 28 * 27))
+    with pytest.raises(CorruptDatasetError, match="28x27, expected 28x28"):
+        data.load(name)
+    images.write_bytes(good)
+    labels = root / folder / "raw" / "train-labels-idx1-ubyte"
+    labels.write_bytes(struct.pack(">2I", 2049, 10) + bytes([0] * 9 + [10]))
+    with pytest.raises(CorruptDatasetError, match=r"labels must lie in 0\.\.9"):
+        data.load(name)
+
+
+@pytest.mark.parametrize("name,folder", IDX_SETS)
+def test_mnist_like_missing_names_every_path(root, name, folder):
+    synthetic.write_mnist_idx(root, n_train=10, n_test=2)          # MNIST is not a stand-in
+    with pytest.raises(DatasetNotFoundError) as err:
+        data.load(name, "test")
+    msg = str(err.value)
+    assert f"{name!r}" in msg and "'test'" in msg
+    assert str(root / folder / "raw" / "t10k-images-idx3-ubyte") in msg
+    assert str(root / folder / "raw" / "t10k-labels-idx1-ubyte.gz") in msg
+    assert str(root / f"{name}-png" / "test") in msg and str(root / f"{name}-jpeg") in msg
+    assert "skipped" in msg and "HASHSTUDY_DATA" in msg
+    assert f"torchvision.datasets.{folder}(" in msg
+
+
+@pytest.mark.parametrize("name,folder", IDX_SETS)
+def test_mnist_like_download_goes_to_torchvision_folder(root, monkeypatch, name, folder):
+    calls = []
+
+    def fake_download(which, where):
+        calls.append(which)
+        synthetic.write_mnist_idx(where, n_train=6, n_test=2, compress=True, folder=folder)
+
+    monkeypatch.setattr(data, "_download", fake_download)
+    assert len(data.load(name, download=True)) == 6 and calls == [name]
+
+
+def test_mnist_like_mirror_uses_label_folders(root):
+    written = synthetic.write_imagefolder(root / "fashion-mnist-png" / "train",
+                                          [str(d) for d in range(10)], 2, size=28, channels=1)
+    ds = data.load("fashion-mnist")
+    np.testing.assert_array_equal(ds.images, written["images"])
+    assert ds.classes == data.CLASSES["fashion-mnist"] and "mirror" in ds.source
+    synthetic.write_imagefolder(root / "kmnist-png" / "train", ["o", "ki"], 1, size=28,
+                                channels=1)
+    with pytest.raises(CorruptDatasetError, match=r"named \['0', '1'"):
+        data.load("kmnist")
+
+
+def test_mnist_like_download_uses_torchvision_checksums(root, monkeypatch):
+    """The real download path: torchvision's md5 per file, into <root>/<Class>/raw."""
+    import torchvision.datasets.utils as tvu
+
+    got = []
+    monkeypatch.setattr(data, "_probe", lambda url, timeout=5.0: None)
+    monkeypatch.setattr(tvu, "download_and_extract_archive",
+                        lambda url, where, filename, md5, remove_finished: got.append(
+                            (url, Path(where), filename, md5)))
+    assert data._download("kmnist", root) is None
+    import torchvision.datasets as tvd
+    assert [(g[2], g[3]) for g in got] == list(tvd.KMNIST.resources)
+    assert {g[1] for g in got} == {root / "KMNIST" / "raw"}
+    assert got[0][0].startswith(tvd.KMNIST.mirrors[0])
+
+
+# --------------------------------------------------------------------------- #
+# folder:<path> names
+# --------------------------------------------------------------------------- #
+
+
+def _two_split_folder(base, channels=1, size=12):
+    out = {}
+    for i, split in enumerate(("train", "test")):
+        out[split] = synthetic.write_imagefolder(base / split, ["cat", "dog", "emu"], 3 - i,
+                                                 size=size, channels=channels, seed=i)
+    return out
+
+
+def test_folder_name_relative_and_absolute(root, tmp_path):
+    written = _two_split_folder(root / "my images")
+    rel = data.load("folder:my images", "train")
+    assert rel.name == "folder:my images" and rel.images.shape == (9, 12, 12, 1)
+    np.testing.assert_array_equal(rel.images, written["train"]["images"])
+    np.testing.assert_array_equal(rel.labels, written["train"]["labels"])
+    assert rel.classes == ("cat", "dog", "emu")
+    assert str(root / "my images" / "train") in rel.source
+    outside = tmp_path / "elsewhere" / "pics"
+    written = _two_split_folder(outside, channels=3, size=10)
+    ds = data.load(f"folder:{outside}", "test")
+    assert ds.images.shape == (6, 10, 10, 3)
+    np.testing.assert_array_equal(ds.images, written["test"]["images"])
+    assert data.available(f"folder:{outside}", "test")
+    assert data.key_token(f"folder:{outside}") == "folder-pics"
+    assert data.key_token("folder:my images") == "folder-my-images"
+    assert data.key_token("fashion-mnist") == "fashion-mnist"
+    assert data.file_token("mnist") == "mnist"
+    assert data.file_token(f"folder:{outside}") != data.file_token("folder:pics")
+
+
+def test_folder_name_options(root):
+    _two_split_folder(root / "rgb", channels=3, size=10)
+    ds = data.load("folder:rgb?channels=1&size=8x6")
+    assert ds.images.shape == (9, 8, 6, 1) and "resized to 8x6" in ds.source
+    assert data.load("folder:rgb?size=5").images.shape == (9, 5, 5, 3)
+    for bad, match in [("folder:rgb?channels=2", "channels must be 1 or 3"),
+                       ("folder:rgb?colour=1", "unknown option"),
+                       ("folder:rgb?size=0", "size must be"), ("folder:", "names no folder")]:
+        with pytest.raises(ValueError, match=match):
+            data.load(bad)
+
+
+def test_folder_name_missing_folder_or_split(root):
+    with pytest.raises(DatasetNotFoundError) as err:
+        data.load("folder:nowhere", "test")
+    msg = str(err.value)
+    assert str(root / "nowhere" / "test") in msg and "does not exist" in msg
+    assert "HASHSTUDY_DATA" in msg
+    synthetic.write_imagefolder(root / "half" / "train", ["a", "b"], 2, size=8)
+    assert data.available("folder:half", "train") and not data.available("folder:half", "test")
+    assert len(data.load("folder:half", "train")) == 4
+    with pytest.raises(DatasetNotFoundError, match=r"half/test.*exists but has no test/"):
+        data.load("folder:half", "test")
+    with pytest.raises(ValueError, match="'test'"):
+        data.load("folder:half", "unlabeled")
+    with pytest.raises(ValueError, match="folder:<path>"):
+        data.load("my-images")
+
+
+def test_folder_name_is_cached_like_a_registered_folder(root, monkeypatch):
+    _two_split_folder(root / "cached")
+    data.load("folder:cached")
+    monkeypatch.setattr(data, "_decode_image", lambda *a: (_ for _ in ()).throw(
+        AssertionError("decoded again")))
+    assert len(data.load("folder:cached")) == 9
+
+
+def test_check_name_and_title():
+    gray = ["mnist", "fashion-mnist", "kmnist"]
+    assert data.check_name("dataset", "kmnist", gray) == "kmnist"
+    assert data.check_name("dataset", "folder:x?channels=1", gray) == "folder:x?channels=1"
+    with pytest.raises(ValueError, match=r"unknown dataset 'cifar10'; allowed values: 'mnist', "
+                                         r"'fashion-mnist', 'kmnist', 'folder:<path>'$"):
+        data.check_name("dataset", "cifar10", gray)
+    with pytest.raises(ValueError, match="channels must be 1 or 3"):
+        data.check_name("dataset", "folder:x?channels=4", gray)
+    assert data.check_name("rgb_dataset", "", ["cifar10"], empty=True) == ""
+    with pytest.raises(ValueError, match=r"allowed values: 'cifar10', 'folder:<path>', ''"):
+        data.check_name("rgb_dataset", "mnist", ["cifar10"], empty=True)
+    assert data.title("fashion-mnist") == "Fashion-MNIST" and data.title("mnist") == "MNIST"
+    assert data.title("folder:/a/pics") == "folder-pics"

@@ -653,7 +653,7 @@ def test_vs_test_split(dataset: str, n_query: int, seed: int = 0, *, n_train: Op
               else np.sort(rng.choice(n_tr, size=n_train, replace=False)))
         return {"query": query.astype(np.int64), "train": tr.astype(np.int64), "labels_digest": digest}
 
-    path = config.cache_dir("splits") / f"{dataset}-test-vs-test_{sizes.replace(',', '_').replace('=', '')}-seed{seed}.npz"
+    path = config.cache_dir("splits") / f"{data.file_token(dataset)}-test-vs-test_{sizes.replace(',', '_').replace('=', '')}-seed{seed}.npz"
     saved = cache.cached_arrays(path, draw)
     if not np.array_equal(saved["labels_digest"], digest):
         raise protocols.SplitMismatchError(

@@ -20,8 +20,26 @@ Names
 ``stl10``
     96x96 RGB, 10 classes; splits ``train``, ``test`` and ``unlabeled``
     (labels ``-1``).
+``fashion-mnist``
+    Fashion-MNIST: 28x28 grayscale clothing images; torchvision's class names
+    (``"T-shirt/top"``, ``"Trouser"``, ... ``"Ankle boot"``).
+``kmnist``
+    Kuzushiji-MNIST: 28x28 grayscale cursive Japanese characters; classes
+    ``"o"``, ``"ki"``, ``"su"``, ... ``"wo"`` (torchvision's names).
+``folder:<path>``
+    Any ImageFolder holding ``train/<class>/<image>`` and
+    ``test/<class>/<image>``. A relative ``<path>`` is resolved against the
+    data root, an absolute one is used as is. Options may follow a ``?``:
+    ``folder:<path>?channels=1&size=28x28`` (``channels`` 1 or 3,
+    ``size`` height x width, or one number for a square), with the meaning
+    of :func:`register_imagefolder`'s arguments. Being a plain string, the
+    name works in any process, e.g. as a notebook parameter run by papermill.
+    :func:`key_token` turns it into a short token for metric keys
+    (``folder-<last folder name>``).
 registered names
-    Any ImageFolder dataset added with :func:`register_imagefolder`.
+    Any ImageFolder dataset added with :func:`register_imagefolder` (known to
+    the process that registered it only; use ``folder:<path>`` to name a
+    folder across processes).
 
 Splits are ``"train"`` and ``"test"`` (plus ``"unlabeled"`` for STL-10).
 
@@ -33,7 +51,8 @@ All paths are below the data root: ``root`` when given, else
 1. The original files, in torchvision's layout, read here with numpy:
 
    - ``MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte`` (or the same
-     names with ``.gz``);
+     names with ``.gz``); likewise ``FashionMNIST/raw/`` and ``KMNIST/raw/``
+     (torchvision's folders) for Fashion-MNIST and KMNIST;
    - ``cifar-10-batches-py/`` (``data_batch_1`` .. ``data_batch_5``,
      ``test_batch``, ``batches.meta``);
    - ``cifar-100-python/`` (``train``, ``test``, ``meta``);
@@ -44,10 +63,15 @@ All paths are below the data root: ``root`` when given, else
    ``<mirror>`` one of ``mnist-png``, ``mnist-jpeg``, ``cifar10-png``,
    ``cifar10-jpeg``, ``cifar100-png``, ``cifar100-jpeg`` (fine-class folders;
    also serves ``cifar100-coarse``), ``stl10-png``, ``stl10-jpeg``; the lossless
-   ``-png`` folder is preferred when both exist. The class folders must carry
-   the dataset's class names (:data:`CLASSES`), so that labels mean the same as
-   with the original files; images are converted to grayscale for MNIST and to
-   RGB otherwise (rules below). STL-10's ``unlabeled`` split has no mirror.
+   ``-png`` folder is preferred when both exist; likewise ``fashion-mnist-png``,
+   ``fashion-mnist-jpeg``, ``kmnist-png`` and ``kmnist-jpeg``. The class
+   folders must carry the dataset's class names (:data:`CLASSES`), so that
+   labels mean the same as with the original files; Fashion-MNIST's and
+   KMNIST's names are neither sorted nor all valid folder names
+   (``T-shirt/top``), so their mirrors name the class folders by label,
+   ``0`` .. ``9``. Images are converted to grayscale for the MNIST-like sets
+   and to RGB otherwise (rules below). STL-10's ``unlabeled`` split has no
+   mirror.
 
 3. A download of the original archive into the data root, with torchvision's
    download helpers and checksums, unless the environment variable
@@ -123,6 +147,7 @@ from . import cache, config
 
 __all__ = [
     "Dataset",
+    "FOLDER_PREFIX",
     "DatasetNotFoundError",
     "CorruptDatasetError",
     "CLASSES",
@@ -132,6 +157,11 @@ __all__ = [
     "load",
     "available",
     "names",
+    "is_folder",
+    "check_name",
+    "title",
+    "key_token",
+    "file_token",
     "register_imagefolder",
     "unregister",
 ]
@@ -177,6 +207,9 @@ CLASSES: dict[str, tuple[str, ...]] = {
     "cifar100-coarse": tuple(sorted(_CIFAR100_COARSE)),
     "stl10": ("airplane", "bird", "car", "cat", "deer",
               "dog", "horse", "monkey", "ship", "truck"),
+    "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                      "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+    "kmnist": ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
 }
 """Class names of the built-in datasets, in label order (the order of the original files)."""
 
@@ -307,7 +340,7 @@ def _read_idx(path: Path, ndim: int) -> np.ndarray:
         raise CorruptDatasetError(
             f"{path}: magic number {magic} (0x{magic:08x}) is not {expected} (0x{expected:08x}), "
             f"the IDX code of a uint8 array with {ndim} dimension(s); the file is damaged or is "
-            "not the expected MNIST file"
+            "not the expected IDX file"
         )
     dims = struct.unpack(f">{ndim}I", raw[4:header])
     needed = header + int(np.prod(dims, dtype=np.int64))
@@ -329,12 +362,21 @@ def _check_labels(labels: np.ndarray, n_images: int, low: int, high: int, what: 
         )
 
 
-def _read_mnist(files: Sequence[Path], coarse: bool):
-    image_file, label_file = files
-    images = _read_idx(image_file, 3)
-    labels = _read_idx(label_file, 1).astype(np.int64)
-    _check_labels(labels, len(images), 0, 9, f"{label_file} and {image_file}")
-    return images[..., None], labels, CLASSES["mnist"]
+def _idx_reader(name: str) -> Callable:
+    """Reader of the IDX image and label files of an MNIST-like dataset (28x28, 10 classes)."""
+    classes = CLASSES[name]
+
+    def read(files: Sequence[Path], coarse: bool):
+        image_file, label_file = files
+        images = _read_idx(image_file, 3)
+        if images.shape[1:] != (28, 28):
+            raise CorruptDatasetError(
+                f"{image_file}: images are {images.shape[1]}x{images.shape[2]}, expected 28x28")
+        labels = _read_idx(label_file, 1).astype(np.int64)
+        _check_labels(labels, len(images), 0, len(classes) - 1, f"{label_file} and {image_file}")
+        return images[..., None], labels, classes
+
+    return read
 
 
 _PICKLE_GLOBALS = {
@@ -601,6 +643,7 @@ class _Builtin:
     mirrors: tuple[str, ...]
     channels: int
     coarse: bool = False
+    mirror_classes: Optional[tuple[str, ...]] = None  # class folder names, when not CLASSES
 
 
 def _mnist_files(split):
@@ -620,7 +663,7 @@ def _stl10_files(split):
 
 
 _BUILTIN = {
-    "mnist": _Builtin("MNIST", "MNIST", ("train", "test"), _mnist_files, _read_mnist,
+    "mnist": _Builtin("MNIST", "MNIST", ("train", "test"), _mnist_files, _idx_reader("mnist"),
                       "original IDX files", ("mnist-png", "mnist-jpeg"), 1),
     "cifar10": _Builtin("CIFAR-10", "cifar-10-batches-py", ("train", "test"), _cifar10_files,
                         _read_cifar10, "original python batches",
@@ -634,6 +677,13 @@ _BUILTIN = {
                                 ("cifar100-png", "cifar100-jpeg"), 3, coarse=True),
     "stl10": _Builtin("STL-10", "stl10_binary", ("train", "test", "unlabeled"), _stl10_files,
                       _read_stl10, "original binary files", ("stl10-png", "stl10-jpeg"), 3),
+    "fashion-mnist": _Builtin("Fashion-MNIST", "FashionMNIST", ("train", "test"), _mnist_files,
+                              _idx_reader("fashion-mnist"), "original IDX files",
+                              ("fashion-mnist-png", "fashion-mnist-jpeg"), 1,
+                              mirror_classes=tuple(str(d) for d in range(10))),
+    "kmnist": _Builtin("KMNIST (Kuzushiji-MNIST)", "KMNIST", ("train", "test"), _mnist_files,
+                       _idx_reader("kmnist"), "original IDX files", ("kmnist-png", "kmnist-jpeg"),
+                       1, mirror_classes=tuple(str(d) for d in range(10))),
 }
 
 
@@ -683,7 +733,8 @@ def _load_builtin(name: str, spec: _Builtin, split: str, root: Path, download: b
 def _load_mirror(name: str, spec: _Builtin, split: str, split_dir: Path, root: Path) -> Dataset:
     base = "cifar100" if spec.coarse else name
     images, labels, classes, fmt, lossy = _load_imagefolder(split_dir, None, spec.channels,
-                                                            CLASSES[base])
+                                                            spec.mirror_classes or CLASSES[base])
+    classes = CLASSES[base]
     if spec.coarse:
         labels, classes = CIFAR100_COARSE_OF_FINE[labels], CLASSES["cifar100-coarse"]
     caveat = ("images re-encoded with lossy compression, so pixels differ slightly from the "
@@ -745,6 +796,16 @@ _DOWNLOADS = {
         ("http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz",), "STL10",
         "download http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz and unpack it in "
         "{root}"),
+    "fashion-mnist": _Download(
+        ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",), "FashionMNIST",
+        "download train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+        "t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz from "
+        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/ into {root}/FashionMNIST/raw"),
+    "kmnist": _Download(
+        ("http://codh.rois.ac.jp/kmnist/dataset/kmnist/",), "KMNIST",
+        "download train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+        "t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz from "
+        "http://codh.rois.ac.jp/kmnist/dataset/kmnist/ into {root}/KMNIST/raw"),
 }
 _PROBES: dict[str, Optional[str]] = {}
 
@@ -797,14 +858,15 @@ def _download(name: str, root: Path) -> Optional[str]:
 
     cls = getattr(tvd, source.torchvision)
     try:
-        if cls is tvd.MNIST:
+        if issubclass(cls, tvd.MNIST):    # MNIST, FashionMNIST, KMNIST: four .gz files
+            raw = root / _BUILTIN[name].folder / "raw"
             for filename, md5 in cls.resources:
                 errors = []
                 for mirror in cls.mirrors:
                     problem = _probe(mirror)
                     if problem is None:
                         try:
-                            download_and_extract_archive(mirror + filename, root / "MNIST" / "raw",
+                            download_and_extract_archive(mirror + filename, raw,
                                                          filename=filename, md5=md5,
                                                          remove_finished=True)
                             break
@@ -889,10 +951,111 @@ def unregister(name: str) -> None:
     del _REGISTRY[name]
 
 
+FOLDER_PREFIX = "folder:"
+"""Prefix of the ``folder:<path>[?channels=1&size=28x28]`` dataset names."""
+
+
+def _parse_size(text: str, name: str) -> tuple[int, int]:
+    m = re.fullmatch(r"(\d+)(?:x(\d+))?", text.strip())
+    if not m or int(m.group(1)) < 1 or (m.group(2) is not None and int(m.group(2)) < 1):
+        raise ValueError(f"dataset name {name!r}: size must be HEIGHTxWIDTH or one positive "
+                         f"number, e.g. size=28x28, got {text!r}")
+    h = int(m.group(1))
+    return h, int(m.group(2)) if m.group(2) is not None else h
+
+
+def _parse_folder(name: str) -> _Registered:
+    """The ImageFolder entry of a ``folder:<path>[?channels=1&size=HxW]`` name."""
+    spec = name[len(FOLDER_PREFIX):]
+    path, _, query = spec.partition("?")
+    if not path.strip():
+        raise ValueError(f"dataset name {name!r} names no folder; write folder:<path>, e.g. "
+                         "folder:myimages (below the data root) or folder:/abs/path")
+    size = channels = None
+    for item in filter(None, query.split("&")):
+        key, eq, value = item.partition("=")
+        if not eq or key not in ("channels", "size"):
+            raise ValueError(f"dataset name {name!r}: unknown option {item!r}; the options are "
+                             "channels=1|3 and size=HEIGHTxWIDTH (e.g. folder:x?channels=1&size=28x28)")
+        if key == "size":
+            size = _parse_size(value, name)
+        elif value.strip() in ("1", "3"):
+            channels = int(value)
+        else:
+            raise ValueError(f"dataset name {name!r}: channels must be 1 or 3, got {value!r}")
+    return _Registered(Path(path).expanduser(), size, channels, f"ImageFolder {path}")
+
+
+def is_folder(name: str) -> bool:
+    """Whether ``name`` is a ``folder:<path>`` dataset name."""
+    return isinstance(name, str) and name.startswith(FOLDER_PREFIX)
+
+
+def key_token(name: str) -> str:
+    """``name`` as one token of a metric key (no ``/``, ``:`` or ``?``).
+
+    Built-in and registered names are returned unchanged (``mnist``,
+    ``fashion-mnist``); ``folder:<path>[?...]`` becomes ``folder-<last folder
+    name of path>``, e.g. ``folder:~/pics/my images`` -> ``folder-my-images``.
+    """
+    if not is_folder(name):
+        return name
+    entry = _parse_folder(name)
+    last = entry.path.name or entry.path.resolve().name or "root"
+    return "folder-" + (re.sub(r"[^A-Za-z0-9_.-]+", "-", last).strip("-.") or "folder")
+
+
+def file_token(name: str) -> str:
+    """``name`` as part of a file name: :func:`key_token`, plus a short hash of the full name
+    for ``folder:`` names, so that two folders with the same last name never share a file."""
+    if not is_folder(name):
+        return name
+    return f"{key_token(name)}-{cache.key(name)[:8]}"
+
+
+def check_name(parameter: str, name, allowed: Sequence[str], *, folder: bool = True,
+               empty: bool = False) -> str:
+    """Check a dataset-name parameter of a notebook; returns ``name``.
+
+    ``allowed`` lists the built-in (or registered) names the method accepts;
+    ``folder`` also accepts any ``folder:<path>[?...]`` name (its options are
+    checked here, the folder itself when loading); ``empty`` accepts ``""``
+    (the notebook then skips that part). Anything else raises one
+    ``ValueError`` listing the allowed values.
+    """
+    if isinstance(name, str) and (name in allowed or (empty and name == "")):
+        return name
+    if folder and is_folder(name):
+        _parse_folder(name)
+        return name
+    values = [repr(a) for a in allowed] + (["'folder:<path>'"] if folder else []) \
+        + (["'' (skip this part)"] if empty else [])
+    raise ValueError(f"unknown {parameter} {name!r}; allowed values: {', '.join(values)}")
+
+
+def title(name: str) -> str:
+    """A dataset's name in words for titles: ``"MNIST"``, ``"Fashion-MNIST"``, ``"CIFAR-10"``;
+    a registered dataset's title; ``folder:<path>`` names as :func:`key_token`."""
+    if name in _BUILTIN:
+        return _BUILTIN[name].title
+    if name in _REGISTRY:
+        return _REGISTRY[name].title
+    return key_token(name)
+
+
 def _load_registered(name: str, entry: _Registered, split: str, root: Path) -> Dataset:
     base = entry.path if entry.path.is_absolute() else root / entry.path
     split_dir = base.resolve() / split
     if not split_dir.is_dir():
+        if is_folder(name):
+            found = (f"the folder {base.resolve()} exists but has no {split}/ in it"
+                     if base.is_dir() else f"the folder {base.resolve()} does not exist")
+            raise DatasetNotFoundError(
+                f"ImageFolder dataset {name!r}, split {split!r}, was not found: looked for the "
+                f"folder {split_dir} (holding <class>/<image>); {found}. The folder named must "
+                f"hold train/ and test/ with one sub-folder per class; a relative path is "
+                f"resolved against the data root {root} (set HASHSTUDY_DATA to change it)."
+            )
         raise DatasetNotFoundError(
             f"registered ImageFolder dataset {name!r}, split {split!r}, was not found: looked for "
             f"the folder {split_dir} (holding <class>/<image>). Put the images there, or "
@@ -924,10 +1087,13 @@ def _resolve(name: str, split: str, root) -> tuple[Path, object]:
         entry, splits = _BUILTIN[name], _BUILTIN[name].splits
     elif name in _REGISTRY:
         entry, splits = _REGISTRY[name], _FOLDER_SPLITS
+    elif is_folder(name):
+        entry, splits = _parse_folder(name), _FOLDER_SPLITS
     else:
         raise ValueError(
-            f"unknown dataset {name!r}; known datasets: {', '.join(names())} (add an "
-            "ImageFolder with register_imagefolder)"
+            f"unknown dataset {name!r}; known datasets: {', '.join(names())}, or "
+            "folder:<path> for an ImageFolder with train/ and test/ (or add one with "
+            "register_imagefolder)"
         )
     config.check_choice(f"split of {name!r}", split, splits)
     root = Path(root).expanduser().resolve() if root is not None else config.data_root()
@@ -957,7 +1123,8 @@ def load(name: str, split: str = "train", *, root=None, download: Optional[bool]
     ----------
     name : str
         One of :func:`names` (``mnist``, ``cifar10``, ``cifar100``,
-        ``cifar100-coarse``, ``stl10`` or a registered ImageFolder).
+        ``cifar100-coarse``, ``stl10``, ``fashion-mnist``, ``kmnist`` or a
+        registered ImageFolder), or ``folder:<path>[?channels=1&size=HxW]``.
     split : str
         ``"train"`` or ``"test"``; STL-10 also ``"unlabeled"``.
     root : str or path-like, optional

@@ -703,7 +703,9 @@ def features_cache_path(ds, backbone: str = "efficientnet_lite0", input_size: in
         "preprocess": {"mean": spec.mean, "std": spec.std, "resize": RESIZE,
                        "channels": CHANNELS},
     })
-    return config.cache_dir("features") / f"{ds.name}-{ds.split}-{spec.name}-{size}px-{digest}.npz"
+    from .data import file_token
+
+    return config.cache_dir("features") / f"{file_token(ds.name)}-{ds.split}-{spec.name}-{size}px-{digest}.npz"
 
 
 def dataset_features(dataset, split: Optional[str] = None,

@@ -268,8 +268,10 @@ def _labels_digest(train_labels: np.ndarray, test_labels: np.ndarray) -> str:
 
 
 def _split_path(dataset: str, name: str, seed: int) -> Path:
+    from .data import file_token
+
     safe = name.replace("[", "_").replace("]", "").replace(",", "_").replace("=", "")
-    return config.cache_dir("splits") / f"{dataset}-{safe}-seed{seed}.npz"
+    return config.cache_dir("splits") / f"{file_token(dataset)}-{safe}-seed{seed}.npz"
 
 
 def get_split(dataset: str, protocol: str, seed: int = 0, *, root=None, **overrides) -> Split:

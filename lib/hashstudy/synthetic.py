@@ -168,14 +168,17 @@ def _idx_bytes(array: np.ndarray) -> bytes:
 
 
 def write_mnist_idx(root, n_train: int = 300, n_test: int = 100, seed=0, *,
-                    compress: bool = False) -> dict[str, dict[str, np.ndarray]]:
+                    compress: bool = False, folder: str = "MNIST"
+                    ) -> dict[str, dict[str, np.ndarray]]:
     """Write ``root/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte`` (28x28 grayscale).
 
     ``compress=True`` writes the ``.gz`` files instead of the uncompressed ones.
+    ``folder`` replaces ``MNIST``: ``"FashionMNIST"`` or ``"KMNIST"`` write
+    the same layout for ``fashion-mnist`` or ``kmnist`` (10 classes each).
     Returns ``{"train": {"images", "labels"}, "test": {...}}`` with images
     uint8 (N, 28, 28, 1) and labels int64 (N,).
     """
-    raw = Path(root) / "MNIST" / "raw"
+    raw = Path(root) / folder / "raw"
     out = {}
     for split, prefix, n, rng in zip(("train", "test"), ("train", "t10k"), (n_train, n_test),
                                      _rngs(seed, 2)):
