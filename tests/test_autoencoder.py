@@ -223,11 +223,17 @@ def test_evaluate_excluding_self_matches_a_naive_loop_and_drops_the_query():
     selves = np.array([0, 5, 17, 60, 119, -1])
     q = np.vstack([d[selves[:-1]], rng.integers(0, 2, (1, 8))]).astype(np.uint8)
     ql = np.append(dl[selves[:-1]], 1)
-    got = ae.evaluate_excluding_self(q, d, ql, dl, selves, ["precision@10", "map_all"])
+    got = ae.evaluate_excluding_self(q, d, ql, dl, selves, ["precision@10", "map_all"], ties="index")
     want = _naive(q, d, ql, dl, selves, 10)
     assert got["precision@10"] == pytest.approx(want[0]) and got["map_all"] == pytest.approx(want[1])
-    with_self = metrics.evaluate(q, d, ql, dl, ["precision@10"])["precision@10"]
+    with_self = metrics.evaluate(q, d, ql, dl, ["precision@10"], ties="index")["precision@10"]
     assert with_self > got["precision@10"]  # the query at distance 0 would count as a hit
+    # the default averages over tie orders: the same as evaluating each query on its own
+    averaged = ae.evaluate_excluding_self(q, d, ql, dl, selves, ["precision@10"])["precision@10"]
+    per_query = [metrics.evaluate(q[i:i + 1], np.delete(d, s, 0) if s >= 0 else d, ql[i:i + 1],
+                                  np.delete(dl, s) if s >= 0 else dl, ["precision@10"])["precision@10"]
+                 for i, s in enumerate(selves)]
+    assert averaged == pytest.approx(np.mean(per_query))
     with pytest.raises(ValueError, match="not a mean over queries"):
         ae.evaluate_excluding_self(q, d, ql, dl, selves, ["max_f@0.5"])
     with pytest.raises(ValueError, match="self_index"):

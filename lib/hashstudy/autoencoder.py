@@ -677,12 +677,14 @@ _PER_QUERY = re.compile(r"^(map@\d+|map_all|precision@\d+|precision@recall[0-9.]
 
 
 def evaluate_excluding_self(q_codes, db_codes, q_labels, db_labels, self_index,
-                            metric_keys: Sequence[str] = ("precision@90", "map_all")) -> dict:
+                            metric_keys: Sequence[str] = ("precision@90", "map_all"),
+                            ties: str = "average") -> dict:
     """:func:`hashstudy.metrics.evaluate` with each query's own item removed from the database.
 
-    Query ``i`` is ranked against the database without row ``self_index[i]``
-    (ties by index, as everywhere in the study), so a query is never its own
-    result; the per-query values are averaged over queries.
+    Query ``i`` is ranked against the database without row ``self_index[i]``,
+    so a query is never its own result; the per-query values are averaged over
+    queries. Ties are averaged over their orders (``ties="average"``, as for
+    every reported metric of the study) or broken by index (``"index"``).
 
     Parameters
     ----------
@@ -695,6 +697,8 @@ def evaluate_excluding_self(q_codes, db_codes, q_labels, db_labels, self_index,
         Keys of :func:`hashstudy.metrics.evaluate` that are means over queries
         (``map@k``, ``map_all``, ``precision@k``, ``precision@recall<l>``,
         ``hd<r>p``, ``hd<r>p_answered``).
+    ties : {"average", "index"}
+        Tie order of the ranking metrics (see :func:`hashstudy.metrics.evaluate`).
 
     Returns
     -------
@@ -716,7 +720,8 @@ def evaluate_excluding_self(q_codes, db_codes, q_labels, db_labels, self_index,
     sums = dict.fromkeys(keys, 0.0)
     for i, s in enumerate(self_index):
         keep = everything if s < 0 else np.delete(everything, s)
-        for key, value in metrics.evaluate(q[i:i + 1], d[keep], ql[i:i + 1], dl[keep], keys).items():
+        for key, value in metrics.evaluate(q[i:i + 1], d[keep], ql[i:i + 1], dl[keep], keys,
+                                      ties).items():
             sums[key] += value
     return {key: total / len(q) for key, total in sums.items()}
 
