@@ -408,7 +408,8 @@ def test_dataset_given_by_name_is_loaded_lazily(tiny_dataset, monkeypatch, tmp_p
         seen.append((name, split, root))
         return tiny_dataset
 
-    monkeypatch.setitem(sys.modules, "hashstudy.data", types.SimpleNamespace(load=load))
+    monkeypatch.setitem(sys.modules, "hashstudy.data",
+                        types.SimpleNamespace(load=load, file_token=lambda name: name))
     feats, labels = features.dataset_features("toy", "train", input_size=32, root=tmp_path,
                                               progress=False)
     assert seen == [("toy", "train", tmp_path)]
