@@ -892,7 +892,7 @@ def html(profile: str = "quick", ledger=None) -> str:
                                    for h in ("claim", "paper", "where", "statement", "verdict",
                                              "compared", "reason")) + "</tr></thead>",
            "<tbody>"]
-    cell = 'style="vertical-align:top;padding:2px 6px;border-bottom:1px solid #ddd"'
+    cell = 'style="text-align:left;vertical-align:top;padding:2px 6px;border-bottom:1px solid #ddd"'
     for r in frame.itertuples():
         cls = "verdict-" + r.verdict.replace(" ", "-")
         title = f' title="{esc(notes[r.id])}"' if notes.get(r.id) else ""
