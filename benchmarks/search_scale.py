@@ -55,6 +55,7 @@ import os
 import sys
 import time
 
+OWNED_PREFIXES = ("data/", "hamming/", "search/")  # the metrics.json keys this script writes
 DEFAULT_SIZES = (100_000, 1_000_000, 10_000_000)
 SMOKE_SIZES = (2_000, 5_000)
 TASKS = (("top10", 10, None), ("top1000", 1000, None), ("radius2", None, 2))
@@ -638,7 +639,8 @@ def main(argv=None) -> int:
     log("")
     log(text)
     out.mkdir(parents=True, exist_ok=True)
-    cache.write_json(out / "metrics.json", res["metrics"])
+    # merged: benchmarks/coarse_to_fine.py writes its own keys into the same file
+    cache.merge_json(out / "metrics.json", res["metrics"], OWNED_PREFIXES)
     cache.write_json(out / "meta.json", meta(args, res["wall_s"], load_before))
     cache.write_text(out / "search.csv", csv_text(res["rows"]))
     cache.write_text(out / "search.txt", text + "\n")

@@ -421,3 +421,54 @@ def test_dataset_given_by_name_is_loaded_lazily(tiny_dataset, monkeypatch, tmp_p
 def test_split_must_match_a_loaded_dataset(tiny_dataset):
     with pytest.raises(ValueError, match="'test' was asked for.*'train' split"):
         features.dataset_features(tiny_dataset, "test", input_size=32)
+
+
+# --------------------------------------------------------------------------- #
+# Runtimes: PyTorch and ONNX Runtime
+# --------------------------------------------------------------------------- #
+
+needs_ort = pytest.mark.skipif(not features._onnx_available(),
+                               reason="onnxruntime and onnx are not installed")
+
+
+@needs_ort
+def test_onnx_runtime_computes_pytorchs_features(lite0):
+    images, _ = two_pattern_classes(5, 40, seed=2)
+    ref = features.extract(images, lite0, input_size=48, batch_size=4, progress=False,
+                           runtime="torch")
+    ort = features.extract(images, lite0, input_size=48, batch_size=4, progress=False,
+                           runtime="onnxruntime")
+    assert ort.shape == ref.shape and ort.dtype == np.float32
+    assert features._min_cosine(ort, ref) >= features.ONNX_MIN_COSINE
+    np.testing.assert_allclose(ort, ref, rtol=1e-3, atol=1e-4)
+    again = features.extract(images, lite0, input_size=48, batch_size=4, progress=False,
+                              runtime="onnxruntime")
+    assert np.array_equal(ort, again)
+    # the export is cached per backbone and input size
+    assert len(list(features.config.cache_dir("onnx").glob("efficientnet_lite0-48px-*.onnx"))) == 1
+
+
+@needs_ort
+def test_onnx_runtime_that_disagrees_with_pytorch_stops_the_extraction(lite0, monkeypatch):
+    images, _ = two_pattern_classes(2, 40, seed=3)
+    monkeypatch.setattr(features, "_min_cosine", lambda a, b: 0.5)
+    with pytest.raises(RuntimeError, match="smallest cosine 0.500000"):
+        features.extract(images, lite0, input_size=48, progress=False, runtime="onnxruntime")
+
+
+def test_runtime_choice_is_checked_and_recorded_in_the_cache_key(tiny_dataset, monkeypatch):
+    with pytest.raises(ValueError, match="auto.*torch.*onnxruntime"):
+        features.resolve_runtime("tensorrt")
+    assert features.resolve_runtime("torch") == "torch"
+    assert features.resolve_runtime("auto", "cuda") == "torch"
+    with pytest.raises(ValueError, match="runs on the CPU"):
+        features.resolve_runtime("onnxruntime", "cuda")
+    torch_path = features.features_cache_path(tiny_dataset, "efficientnet_lite0", 32, "torch")
+    monkeypatch.setattr(features, "_onnx_available", lambda: False)
+    assert features.resolve_runtime("auto", "cpu") == "torch"
+    assert features.features_cache_path(tiny_dataset, "efficientnet_lite0", 32) == torch_path
+    with pytest.raises(ModuleNotFoundError, match="pip install onnxruntime onnx"):
+        features.resolve_runtime("onnxruntime", "cpu")
+    monkeypatch.setattr(features, "_onnx_available", lambda: True)
+    monkeypatch.setattr(features.importlib.metadata, "version", lambda name: "1.0")
+    assert features.features_cache_path(tiny_dataset, "efficientnet_lite0", 32) != torch_path

@@ -245,3 +245,93 @@ def test_misspelt_parameter_of_a_real_notebook_is_refused(capsys):
     assert err.startswith("error: unknown parameter 'kk' of 01_dsth_mm2015 (did you mean 'k'?)")
     assert regenerate.parse_command(["--only", "01_dsth_mm2015", "-p", "finetune", "False", "--run",
                                      "x"]).params == {"finetune": False}
+
+
+# --------------------------------------------------------------------------- #
+# Finer up-to-date keys, shared inputs, timings
+# --------------------------------------------------------------------------- #
+
+
+def test_library_modules_follow_imports_not_mentions(tmp_path):
+    a, b, c = tmp_path / "a.ipynb", tmp_path / "b.ipynb", tmp_path / "c.ipynb"
+    _notebook(a, "from hashstudy import dsth\n%matplotlib inline\n")
+    _notebook(b, "from hashstudy import ddh\n")
+    # a comment, a string and a docstring naming ddh are not imports
+    _notebook(c, "import hashstudy.dsth\n# see hashstudy.ddh\nx = 'hashstudy.ddh is another'\n")
+    mods_a = regenerate.library_modules(a)
+    assert "dsth" in mods_a and "training" in mods_a and "__init__" in mods_a
+    assert "ddh" not in mods_a and "regenerate" not in mods_a
+    assert "ddh" in regenerate.library_modules(b)
+    assert regenerate.library_modules(c) == mods_a
+    assert regenerate._library_digest(a) == regenerate._library_digest(c)
+    assert regenerate._library_digest(a) != regenerate._library_digest(b)
+
+
+def test_a_real_notebook_depends_on_its_method_only():
+    nbs = regenerate.notebooks()
+    mods = {nb.stem: set(regenerate.library_modules(nb)) for nb in nbs}
+    assert "dsth" in mods["01_dsth_mm2015"] and "ddh" not in mods["01_dsth_mm2015"]
+    assert "autoencoder" in mods["03_tanh_autoencoder"]
+    assert "dsth_journal" not in mods["04_ddh"]
+    # importlib.import_module("hashstudy.data") inside features counts as an import
+    assert "data" in regenerate.library_modules.__globals__["_imported_modules"](
+        'importlib.import_module("hashstudy.data")')
+
+
+def test_summary_goes_stale_when_a_report_it_shows_changes(tmp_path):
+    summary = tmp_path / f"{regenerate.SUMMARY}.ipynb"
+    _notebook(summary, "from hashstudy import claims\n")
+    other = tmp_path / "10_good.ipynb"
+    _notebook(other, "from hashstudy import claims\n")
+    key = regenerate.inputs_key(summary, "smoke", {}, None)
+    key_other = regenerate.inputs_key(other, "smoke", {}, None)
+    metrics = tmp_path / "reports" / "10_good" / "smoke" / "metrics.json"
+    metrics.parent.mkdir(parents=True)
+    metrics.write_text('{"a": 1}')
+    assert regenerate.inputs_key(summary, "smoke", {}, None) != key
+    key = regenerate.inputs_key(summary, "smoke", {}, None)
+    metrics.write_text('{"a": 2}')
+    assert regenerate.inputs_key(summary, "smoke", {}, None) != key
+    # another notebook does not read it, but it reads the benchmarks its verdicts cite
+    assert regenerate.inputs_key(other, "smoke", {}, None) == key_other
+    bench = tmp_path / "reports" / "benchmarks" / "smoke" / "metrics.json"
+    bench.parent.mkdir(parents=True)
+    bench.write_text('{"b": 1}')
+    assert regenerate.inputs_key(other, "smoke", {}, None) != key_other
+
+
+def test_shared_features_are_what_the_notebooks_use_by_default():
+    # the prepared feature sets must be the ones the notebooks ask for, or preparing is waste
+    sizes = set()
+    for stem in regenerate.SHARED_USERS:
+        params = regenerate.parameters(stem)
+        size = params["input_size"].default if "input_size" in params else None
+        assert size in (None, 128), (stem, size)
+        if size:
+            sizes.add(size)
+        assert "cifar10" in regenerate._notebook_path(stem, None).read_text(), stem
+    assert sizes == {128}
+    for entries in regenerate.SHARED_FEATURES.values():
+        for name, split, backbone, size in entries:
+            assert (name, backbone, size) == ("cifar10", "efficientnet_lite0", 128)
+            assert split in ("train", "test")
+
+
+def test_timings_are_collected_per_notebook_and_step(folder, tmp_path):
+    out = regenerate.regenerate("smoke", jobs=1, only=["10_good"], folder=folder,
+                                echo=lambda *a: None)
+    out.append(regenerate.Outcome("(shared inputs)", "ran", 3.0,
+                                  meta={"step_seconds": {"features": 2.5, "other": 0.5},
+                                        "cache": {"cache_misses": 2}}))
+    table = regenerate.timings_table(out, "smoke")
+    assert list(table.notebook) == ["10_good", "(shared inputs)"]
+    assert table.set_index("notebook").loc["(shared inputs)", "features"] == 2.5
+    good = table.set_index("notebook").loc["10_good"]
+    assert good.wall_s > 0 and good.other >= 0
+    where = regenerate.write_timings(out, "smoke", 10.0, 1, echo=lambda *a: None)
+    assert where == tmp_path / "reports" / "regeneration" / "smoke"
+    text = (where / "timings.md").read_text()
+    assert "| (shared inputs) | 3 | 0 | 2 |" in text and "partly cached" not in text
+    meta = json.loads((where / "meta.json").read_text())
+    assert meta["caches"] == "cold" and meta["cache_computed"] == 2
+    assert (where / "timings.png").stat().st_size > 1000

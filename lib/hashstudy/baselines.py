@@ -46,6 +46,7 @@ import scipy.linalg
 import scipy.sparse
 from sklearn.exceptions import NotFittedError
 
+from . import timing
 from .config import check_choice
 
 __all__ = [
@@ -246,7 +247,8 @@ class Hasher(abc.ABC):
                     f"{type(self).__name__} is supervised: call fit(X, y) with labels y"
                 )
             y = self._check_labels(y, X.shape[0])
-        self._fit(X, y)
+        with timing.step("training"):
+            self._fit(X, y)
         self.n_features_in_ = X.shape[1]
         return self
 

@@ -22,6 +22,8 @@ from typing import Callable, Iterator, Mapping
 
 import numpy as np
 
+from . import timing
+
 log = logging.getLogger(__name__)
 
 _CHECK = "__checksum__"
@@ -59,6 +61,22 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 def write_json(path: str | os.PathLike, obj) -> Path:
     """Atomically write ``obj`` as pretty, key-sorted JSON."""
     return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
+
+
+def merge_json(path: str | os.PathLike, new: Mapping, owned_prefixes: tuple[str, ...]) -> Path:
+    """Atomically merge flat ``new`` keys into the JSON object at ``path``.
+
+    Existing keys that start with one of ``owned_prefixes`` are dropped first
+    (the writer owns them, so keys it no longer produces disappear); every
+    other existing key is kept. Used where two scripts write one report's
+    ``metrics.json`` (the benchmarks), each owning its own key prefixes.
+    """
+    path = Path(path)
+    old = json.loads(path.read_text()) if path.exists() else {}
+    if not isinstance(old, dict):
+        raise ValueError(f"{path} does not hold a JSON object; delete it to rewrite it")
+    kept = {k: v for k, v in old.items() if not str(k).startswith(tuple(owned_prefixes))}
+    return write_json(path, {**kept, **dict(new)})
 
 
 def _jsonable(x):
@@ -144,10 +162,13 @@ def cached_arrays(
     with locked(path):
         if path.exists():
             try:
-                return load_arrays(path)
+                arrays = load_arrays(path)
+                timing.count("cache_hits")
+                return arrays
             except CacheError as exc:
                 log.warning("%s; rebuilding it", exc)
                 path.unlink(missing_ok=True)
+        timing.count("cache_misses")
         arrays = {k: np.asarray(v) for k, v in compute().items()}
         save_arrays(path, **arrays)
         return arrays

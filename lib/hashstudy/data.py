@@ -143,7 +143,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from . import cache, config
+from . import cache, config, timing
 
 __all__ = [
     "Dataset",
@@ -320,6 +320,7 @@ def _read_bytes(path: Path) -> bytes:
         raise CorruptDatasetError(f"{path}: cannot decompress the gzip file ({exc})") from exc
 
 
+@timing.timed("decode")
 def _read_idx(path: Path, ndim: int) -> np.ndarray:
     """Read an IDX file holding a uint8 array with ``ndim`` dimensions.
 
@@ -565,6 +566,7 @@ def _list_imagefolder(split_dir: Path) -> tuple[tuple[str, ...], list[tuple[str,
     return classes, items
 
 
+@timing.timed("decode")
 def _decode_folder(split_dir: Path, files: Sequence[str], size, channels) -> np.ndarray:
     """Decode ``files`` (relative to ``split_dir``) in order into uint8 (N, H, W, C)."""
     paths = [split_dir / f for f in files]

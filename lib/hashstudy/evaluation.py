@@ -15,7 +15,7 @@ from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from . import baselines, config, metrics
+from . import baselines, config, metrics, timing
 
 __all__ = ["Codes", "as_vectors", "encode_split", "compare", "long_to_metrics", "curves_by_method"]
 
@@ -46,12 +46,14 @@ def encode_split(hasher, X: np.ndarray, labels: np.ndarray, split, supervised: b
     Returns ``(query_codes, database_codes, fit_seconds)``.
     """
     t0 = time.perf_counter()
-    if supervised:
-        hasher.fit(X[split.train], labels[split.train])
-    else:
-        hasher.fit(X[split.train])
+    with timing.step("training"):
+        if supervised:
+            hasher.fit(X[split.train], labels[split.train])
+        else:
+            hasher.fit(X[split.train])
     seconds = time.perf_counter() - t0
-    return hasher.encode(X[split.query]), hasher.encode(X[split.database]), seconds
+    with timing.step("evaluation"):
+        return hasher.encode(X[split.query]), hasher.encode(X[split.database]), seconds
 
 
 def compare(methods: Sequence[str], bits: Iterable[int], X: np.ndarray, labels: np.ndarray, split,

@@ -83,6 +83,7 @@ import copy
 import hashlib
 import importlib
 import importlib.metadata
+import importlib.util
 import os
 import urllib.parse
 from collections import OrderedDict
@@ -94,7 +95,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import cache, config
+from . import cache, config, timing
 
 __all__ = [
     "BACKBONES",
@@ -554,6 +555,83 @@ def preprocess(images: np.ndarray, size: int, mean: Sequence[float],
     return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
 
 
+#: How :func:`extract` runs a backbone on a CPU: ``"auto"`` (ONNX Runtime when the
+#: ``onnxruntime`` package is installed, else PyTorch), ``"torch"`` or ``"onnxruntime"``.
+RUNTIMES = ("auto", "torch", "onnxruntime")
+
+#: The smallest cosine similarity allowed between ONNX Runtime's and PyTorch's features
+#: of the same images; :func:`extract` checks its first batch against it.
+ONNX_MIN_COSINE = 0.999
+
+_ONNX_OPSET = 17
+
+
+def _onnx_available() -> bool:
+    return importlib.util.find_spec("onnxruntime") is not None \
+        and importlib.util.find_spec("onnx") is not None
+
+
+def resolve_runtime(runtime: str = "auto", device: Union[str, torch.device, None] = None) -> str:
+    """The runtime :func:`extract` uses: ``"torch"`` or ``"onnxruntime"``.
+
+    ``"auto"`` picks ONNX Runtime on a CPU when ``onnxruntime`` and ``onnx`` are
+    installed (about 1.6 times faster for EfficientNet-Lite0 on this study's
+    2-core machine), PyTorch otherwise and always on an accelerator.
+    """
+    config.check_choice("runtime", runtime, RUNTIMES)
+    dev = torch.device(device if device is not None else
+                       ("cuda" if torch.cuda.is_available() else "cpu"))
+    if runtime == "onnxruntime":
+        if dev.type != "cpu":
+            raise ValueError(f"runtime 'onnxruntime' runs on the CPU; device {dev} was asked for "
+                             "(use runtime='torch' or 'auto' on an accelerator)")
+        if not _onnx_available():
+            raise ModuleNotFoundError(
+                "runtime 'onnxruntime' needs the packages onnxruntime and onnx: "
+                "pip install onnxruntime onnx (or use runtime='torch')")
+        return "onnxruntime"
+    if runtime == "auto" and dev.type == "cpu" and _onnx_available():
+        return "onnxruntime"
+    return "torch"
+
+
+def _onnx_path(bb: "Backbone", size: int) -> Path:
+    digest = cache.key({"backbone": bb.name, "layer": bb.layer, "weights": bb.weights,
+                        "input_size": size, "torch": torch.__version__, "opset": _ONNX_OPSET,
+                        "version": FEATURES_VERSION})
+    return config.cache_dir("onnx") / f"{bb.name}-{size}px-{digest}.onnx"
+
+
+def _onnx_session(bb: "Backbone", size: int):
+    """An ONNX Runtime session of ``bb``'s module at ``size`` px, exported once and cached."""
+    import warnings
+
+    import onnxruntime as ort
+
+    path = _onnx_path(bb, size)
+    with cache.locked(path):
+        if not path.exists():
+            module = copy.deepcopy(bb.module).cpu().eval()
+            dummy = torch.zeros(2, 3, size, size)
+            with cache.atomic_path(path) as tmp, warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(module, (dummy,), str(tmp), input_names=["x"],
+                                  output_names=["y"], dynamic_axes={"x": {0: "n"}, "y": {0: "n"}},
+                                  opset_version=_ONNX_OPSET, dynamo=False)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(1, torch.get_num_threads())
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _min_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    num = np.sum(a.astype(np.float64) * b, axis=1)
+    den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return float(np.min(np.where(den > 0, num / np.maximum(den, 1e-30), 1.0)))
+
+
 _CPU_BATCH_PIXELS = 2 ** 18  # default CPU batch: 16 images at 128 px, 64 at 64 px
 
 
@@ -569,9 +647,10 @@ def _default_batch_size(size: int, device: torch.device) -> int:
     return int(min(256, max(1, _CPU_BATCH_PIXELS // (size * size))))
 
 
+@timing.timed("features")
 def extract(images: np.ndarray, backbone: Union[str, Backbone] = "efficientnet_lite0",
             input_size: int = DEFAULT_INPUT_SIZE, batch_size: Optional[int] = None, progress: bool = True,
-            device: Union[str, torch.device, None] = None) -> np.ndarray:
+            device: Union[str, torch.device, None] = None, runtime: str = "auto") -> np.ndarray:
     """Features of a stack of images.
 
     Parameters
@@ -592,6 +671,12 @@ def extract(images: np.ndarray, backbone: Union[str, Backbone] = "efficientnet_l
         Show a tqdm progress bar.
     device : str or torch.device, optional
         Default: CUDA when available, else the CPU.
+    runtime : {"auto", "torch", "onnxruntime"}, default "auto"
+        See :func:`resolve_runtime`. With ONNX Runtime the module is exported
+        once per backbone and input size (cached under ``cache/onnx``) and the
+        first batch is also run through PyTorch: if the two disagree (a cosine
+        below :data:`ONNX_MIN_COSINE` for any image) the extraction stops with
+        a ``RuntimeError`` naming the measured cosine.
 
     Returns
     -------
@@ -612,9 +697,11 @@ def extract(images: np.ndarray, backbone: Union[str, Backbone] = "efficientnet_l
     device = torch.device(device if device is not None else
                           ("cuda" if torch.cuda.is_available() else "cpu"))
     batch_size = _default_batch_size(size, device) if batch_size is None else int(batch_size)
+    engine = resolve_runtime(runtime, device)
     module = bb.module.to(device)
     was_training = module.training
     module.eval()
+    session = _onnx_session(bb, size) if engine == "onnxruntime" else None
     out = np.empty((len(images), bb.feature_dim), dtype=np.float32)
     try:
         with torch.inference_mode(), tqdm(total=len(images), unit="img", disable=not progress,
@@ -622,13 +709,23 @@ def extract(images: np.ndarray, backbone: Union[str, Backbone] = "efficientnet_l
             for start in range(0, len(images), batch_size):
                 batch = images[start:start + batch_size]
                 x = preprocess(batch, size, bb.mean, bb.std).to(device)
-                y = module(x)
+                if session is None:
+                    y = module(x).float().cpu().numpy()
+                else:
+                    y = session.run(None, {"x": x.numpy()})[0]
+                    if start == 0:  # the exported graph must compute what the module does
+                        cos = _min_cosine(y, module(x).float().cpu().numpy())
+                        if not cos >= ONNX_MIN_COSINE:
+                            raise RuntimeError(
+                                f"ONNX Runtime's features of {bb.name} differ from PyTorch's "
+                                f"(smallest cosine {cos:.6f} < {ONNX_MIN_COSINE}); delete "
+                                f"{_onnx_path(bb, size)} or pass runtime='torch'")
                 if tuple(y.shape) != (len(batch), bb.feature_dim):
                     raise RuntimeError(
                         f"backbone {bb.name!r} returned shape {tuple(y.shape)}, expected "
                         f"({len(batch)}, {bb.feature_dim})"
                     )
-                out[start:start + len(batch)] = y.float().cpu().numpy()
+                out[start:start + len(batch)] = y
                 bar.update(len(batch))
     finally:
         module.train(was_training)
@@ -668,7 +765,16 @@ def _weights_identity(spec: _Spec) -> str:
         return f"{spec.weights} (not installed)"
 
 
-def features_cache_path(ds, backbone: str = "efficientnet_lite0", input_size: int = DEFAULT_INPUT_SIZE) -> Path:
+def _runtime_identity(runtime: str) -> str:
+    """The runtime part of a feature cache key: its name and version."""
+    engine = resolve_runtime(runtime)
+    if engine == "onnxruntime":
+        return f"onnxruntime=={importlib.metadata.version('onnxruntime')}"
+    return f"torch=={torch.__version__}"
+
+
+def features_cache_path(ds, backbone: str = "efficientnet_lite0", input_size: int = DEFAULT_INPUT_SIZE,
+                        runtime: str = "auto") -> Path:
     """The cache file of :func:`dataset_features` for a loaded dataset.
 
     The name is ``<dataset>-<split>-<backbone>-<size>px-<key>.npz`` under
@@ -676,8 +782,9 @@ def features_cache_path(ds, backbone: str = "efficientnet_lite0", input_size: in
     split and content identity (``source``, the image array's shape and dtype,
     a SHA-256 of up to 1,024 evenly spaced images and of all labels), the
     backbone's name, layer and weights (file or package version), the input
-    size, the preprocessing (mean, std, resize method, channel handling) and
-    :data:`FEATURES_VERSION`.
+    size, the preprocessing (mean, std, resize method, channel handling), the
+    runtime that runs the network (:func:`resolve_runtime`, with its version)
+    and :data:`FEATURES_VERSION`.
 
     Parameters
     ----------
@@ -687,6 +794,8 @@ def features_cache_path(ds, backbone: str = "efficientnet_lite0", input_size: in
         A key of :data:`BACKBONES`.
     input_size : int
         Side length of the network input.
+    runtime : str
+        As in :func:`extract`.
     """
     spec = _spec(backbone)
     _check_images(ds.images)
@@ -702,6 +811,7 @@ def features_cache_path(ds, backbone: str = "efficientnet_lite0", input_size: in
         "input_size": size,
         "preprocess": {"mean": spec.mean, "std": spec.std, "resize": RESIZE,
                        "channels": CHANNELS},
+        "runtime": _runtime_identity(runtime),
     })
     from .data import file_token
 
@@ -711,7 +821,7 @@ def features_cache_path(ds, backbone: str = "efficientnet_lite0", input_size: in
 def dataset_features(dataset, split: Optional[str] = None,
                      backbone: str = "efficientnet_lite0", input_size: int = DEFAULT_INPUT_SIZE,
                      root=None, *, batch_size: Optional[int] = None,
-                     progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                     progress: bool = True, runtime: str = "auto") -> tuple[np.ndarray, np.ndarray]:
     """Features of every image of a dataset split, cached on disk.
 
     Parameters
@@ -728,7 +838,7 @@ def dataset_features(dataset, split: Optional[str] = None,
         Side length of the network input.
     root : path-like, optional
         Data root passed to :func:`hashstudy.data.load`.
-    batch_size, progress
+    batch_size, progress, runtime
         As in :func:`extract`.
 
     Returns
@@ -753,12 +863,12 @@ def dataset_features(dataset, split: Optional[str] = None,
         if split is not None and split != ds.split:
             raise ValueError(f"split {split!r} was asked for, but the dataset given is its "
                              f"{ds.split!r} split")
-    path = features_cache_path(ds, backbone, input_size)
+    path = features_cache_path(ds, backbone, input_size, runtime)
     labels = np.asarray(ds.labels, dtype=np.int64)
 
     def compute():
         feats = extract(ds.images, backbone, input_size, batch_size=batch_size,
-                        progress=progress)
+                        progress=progress, runtime=runtime)
         return {"features": feats, "labels": labels}
 
     arrays = cache.cached_arrays(path, compute)

@@ -44,6 +44,7 @@ import scipy.sparse.linalg
 from numba import njit
 from threadpoolctl import threadpool_limits
 
+from . import timing
 from .config import check_choice
 
 __all__ = [
@@ -277,6 +278,7 @@ def _search(Q: np.ndarray, DB: np.ndarray | None, k: int, metric: str, exclude_s
     return best_i, best_v
 
 
+@timing.timed("graphs")
 def knn(X, k: int, metric: str = "cosine", exclude_self: bool = True,
         chunk: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest neighbours of every row of ``X`` among the rows of ``X``.
@@ -336,6 +338,7 @@ def knn(X, k: int, metric: str = "cosine", exclude_self: bool = True,
     return _search(X, None, k, metric, exclude_self, chunk)
 
 
+@timing.timed("graphs")
 def knn_query(Xq, Xdb, k: int, metric: str = "cosine",
               chunk: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest database rows for out-of-sample queries.
@@ -373,6 +376,7 @@ def knn_query(Xq, Xdb, k: int, metric: str = "cosine",
 # kNN graph
 
 
+@timing.timed("graphs")
 def knn_graph(X, k: int, weight: str = "cosine", sigma: float | None = None,
               symmetrize: str = "max", metric: str = "cosine",
               neighbors: tuple[np.ndarray, np.ndarray] | None = None,
@@ -515,6 +519,7 @@ def _lanczos_ritz(apply, v0: np.ndarray, steps: int) -> np.ndarray:
     return scipy.linalg.eigvalsh_tridiagonal(alpha[:steps], beta[:steps - 1])[::-1]
 
 
+@timing.timed("graphs")
 def laplacian_eigenmap(W, n_components: int, drop_trivial: bool = True, seed: int = 0,
                        solver: str = "auto", tol: float = 1e-4,
                        ncv: int | None = None, maxiter: int | None = None
@@ -694,6 +699,7 @@ def _filtered_top_eigenpairs(M: sp.csr_matrix, u0: np.ndarray | None, t: int, se
     return mu, U @ R
 
 
+@timing.timed("graphs")
 def ncut_thresholds(W, Y) -> tuple[np.ndarray, np.ndarray]:
     """Per-column splitting points of minimum normalised cut (Shi and Malik 2000).
 
@@ -846,6 +852,7 @@ def _lists_matrix(indices: np.ndarray, n: int) -> sp.csr_matrix:
          np.arange(0, n * k + 1, k)), shape=(n, n))
 
 
+@timing.timed("graphs")
 def expand_neighbors(indices, k2: int = 6, include_self: bool = True,
                      symmetrize: str = "or",
                      block_pairs: int = _EXPAND_BLOCK_PAIRS) -> sp.csr_matrix:
@@ -964,6 +971,7 @@ def expand_neighbors(indices, k2: int = 6, include_self: bool = True,
     return S
 
 
+@timing.timed("graphs")
 def expanded_neighbors(X, k1: int = 15, k2: int = 6, include_self: bool = True,
                        symmetrize: str = "or", chunk: int | None = None) -> sp.csr_matrix:
     """DDH pairwise similarity ``S`` from features (Algorithm 1, eq. 1-3).
@@ -1039,6 +1047,7 @@ def label_precision(neighbors, labels) -> float:
     return float(_share_label(labels, rows, cols).mean())
 
 
+@timing.timed("graphs")
 def neighbor_precision_curve(X, labels, ks: Iterable[int], k2: int = 6,
                              include_self: bool = True, symmetrize: str = "or",
                              matched: bool = True, chunk: int | None = None) -> list[dict]:

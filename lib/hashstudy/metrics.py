@@ -88,7 +88,7 @@ from typing import Iterable, NamedTuple, Sequence
 import numpy as np
 from numba import njit, prange
 
-from . import hamming
+from . import hamming, timing
 from .config import check_choice
 
 __all__ = [
@@ -443,6 +443,7 @@ def average_precision(
     return np.ascontiguousarray(_stats(p, ties, ap_at=[_check_topk(topk)]).ap[:, 0])
 
 
+@timing.timed("evaluation")
 def mean_average_precision(
     q_codes, db_codes, q_labels, db_labels, topk: int | None = None, ties: str = "average"
 ) -> float:
@@ -457,6 +458,7 @@ def mean_average_precision(
     return float(np.mean(average_precision(q_codes, db_codes, q_labels, db_labels, topk, ties)))
 
 
+@timing.timed("evaluation")
 def precision_at_k(q_codes, db_codes, q_labels, db_labels, ks, ties: str = "average"):
     """Mean precision of the top ``k`` of the Hamming ranking.
 
@@ -480,6 +482,7 @@ def precision_at_k(q_codes, db_codes, q_labels, db_labels, ks, ties: str = "aver
     return _scalar_or_array(ks, _stats(p, ties, ks=values).precision_at_k)
 
 
+@timing.timed("evaluation")
 def precision_curve(q_codes, db_codes, q_labels, db_labels, max_k: int, ties: str = "average"):
     """Mean precision@k for every ``k = 1..max_k``, for plotting.
 
@@ -511,6 +514,7 @@ def returned_image_precision(
     return precision_at_k(q_codes, db_codes, q_labels, db_labels, n_returned, ties)
 
 
+@timing.timed("evaluation")
 def precision_at_recall(
     q_codes, db_codes, q_labels, db_labels, levels=DEFAULT_RECALL_LEVELS, ties: str = "average"
 ):
@@ -589,6 +593,7 @@ def _radius_curve(counts: np.ndarray, relevant: np.ndarray, empty: str) -> PRCur
     )
 
 
+@timing.timed("evaluation")
 def pr_curve(q_codes, db_codes, q_labels, db_labels, empty: str = "zero") -> PRCurve:
     """Precision-recall curve by Hamming radius ``r = 0..bits`` (macro average).
 
@@ -622,6 +627,7 @@ def _check_radius(r) -> int:
     return int(r)
 
 
+@timing.timed("evaluation")
 def precision_within_radius(
     q_codes, db_codes, q_labels, db_labels, r: int = 2, empty: str = "zero"
 ) -> RadiusPrecision:
@@ -677,6 +683,7 @@ def _check_beta(beta) -> float:
     return float(beta)
 
 
+@timing.timed("evaluation")
 def max_f_measure(
     q_codes, db_codes, q_labels, db_labels, beta: float = 0.5,
     levels=DEFAULT_RECALL_LEVELS, ties: str = "average",
@@ -694,6 +701,7 @@ def max_f_measure(
     return max_f_from_points(prec, values, beta)
 
 
+@timing.timed("evaluation")
 def max_f_radius(
     q_codes, db_codes, q_labels, db_labels, beta: float = 0.5, empty: str = "zero"
 ) -> float:
@@ -792,6 +800,7 @@ def _parse(key: str):
     return "nc", _parse_int(key, m["nc"], 1)
 
 
+@timing.timed("evaluation")
 def evaluate(
     q_codes, db_codes, q_labels, db_labels,
     metrics: Iterable[str] = DEFAULT_METRICS, ties: str = "average",

@@ -77,6 +77,7 @@ class Outcome:
     notebook: str
     status: str  # "ran", "up to date", "failed", "interrupted"
     seconds: float = 0.0
+    meta: dict = field(default_factory=dict)  # timings of the shared-inputs step
     detail: str = ""
     skipped_parts: dict = field(default_factory=dict)
 
@@ -352,19 +353,92 @@ def _data_fingerprint() -> list:
     return [str(root), entries]
 
 
-def _library_digest() -> str:
+def _imported_modules(source: str) -> set[str]:
+    """Library modules that Python source imports (anywhere, also inside functions):
+    ``from hashstudy import a``, ``import hashstudy.b``, ``from hashstudy.c import x``,
+    ``from . import d``, ``from .e import y``, and a literal ``"hashstudy.f"`` passed to
+    ``importlib`` (docstrings and comments do not count)."""
+    lines = [ln for ln in source.splitlines() if not ln.lstrip().startswith(("%", "!"))]
+    tree = ast.parse("\n".join(lines))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.module == "hashstudy" or (node.level == 1 and node.module is None):
+                found |= {alias.name for alias in node.names}
+            elif node.module and node.module.startswith("hashstudy."):
+                found.add(node.module.split(".")[1])
+            elif node.level == 1 and node.module:
+                found.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Import):
+            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("hashstudy.")}
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant) \
+                and isinstance(node.args[0].value, str) \
+                and node.args[0].value.startswith("hashstudy."):
+            found.add(node.args[0].value.split(".")[1])
+    return found
+
+
+def library_modules(nb: Path) -> list[str]:
+    """The library modules ``nb`` depends on: those its code names, and everything they
+    import from the library in turn (transitively), always with ``__init__``.
+
+    Read from the source's syntax tree, so an import inside a function counts too."""
+    lib = Path(__file__).resolve().parent
+    known = {p.stem for p in lib.glob("*.py")}
+    cells = json.loads(nb.read_text()).get("cells", [])
+    code = "\n".join("".join(c.get("source", "")) for c in cells if c.get("cell_type") == "code")
+    todo = (_imported_modules(code) & known) | {"__init__"}
+    seen: set[str] = set()
+    while todo:
+        mod = todo.pop()
+        seen.add(mod)
+        todo |= (_imported_modules((lib / f"{mod}.py").read_text()) & known) - seen
+    return sorted(seen)
+
+
+def _library_digest(nb: Optional[Path] = None) -> str:
+    """Hash of the library files ``nb`` depends on (:func:`library_modules`) and of the
+    package's data files (CSV, JSON); of every library file when ``nb`` is None."""
     h = hashlib.sha256()
     lib = Path(__file__).resolve().parent
+    modules = None if nb is None else set(library_modules(nb))
     for path in sorted(lib.rglob("*")):
-        if path.suffix in {".py", ".csv", ".json"} and "__pycache__" not in path.parts:
-            h.update(str(path.relative_to(lib)).encode())
-            h.update(path.read_bytes())
+        if "__pycache__" in path.parts or path.suffix not in {".py", ".csv", ".json"}:
+            continue
+        if modules is not None and path.suffix == ".py" and (
+                path.parent != lib or path.stem not in modules):
+            continue
+        h.update(str(path.relative_to(lib)).encode())
+        h.update(path.read_bytes())
     return h.hexdigest()
 
 
+def _read_reports(nb: Path, profile: str) -> list[Path]:
+    """Other reports whose numbers ``nb`` shows: for the summary, every notebook's and
+    benchmark's ``metrics.json`` and seed-sweep summaries at ``profile``; for a notebook
+    that shows verdicts (it uses ``claims``), the benchmarks and its own sweeps."""
+    root = config.reports_dir()
+    if nb.stem == SUMMARY:
+        found = [p for p in root.glob(f"*/{profile}/metrics.json") if p.parts[-3] != SUMMARY]
+        found += root.glob(f"*/sweeps/*/{profile}/summary.csv")
+    elif "claims" in library_modules(nb):
+        found = [root / "benchmarks" / profile / "metrics.json"]
+        found += root.glob(f"{nb.stem}/sweeps/*/{profile}/summary.csv")
+    else:
+        found = []
+    return sorted(p for p in found if p.is_file())
+
+
 def inputs_key(nb: Path, profile: str, params: dict, run: Optional[str]) -> str:
-    return cache.key(hashlib.sha256(nb.read_bytes()).hexdigest(), _library_digest(), profile,
-                     params, run, _data_fingerprint())
+    """What a notebook's report depends on: the notebook, the library modules it uses
+    (:func:`library_modules`), the profile, parameters, run name, the data root's
+    fingerprint and the other reports it shows (:func:`_read_reports`). A change to
+    another method's module does not make it stale; a new benchmark or sweep result
+    makes the notebooks and the summary that show its verdicts stale."""
+    reports = [(str(p.relative_to(config.reports_dir())), hashlib.sha256(p.read_bytes()).hexdigest())
+               for p in _read_reports(nb, profile)]
+    return cache.key(hashlib.sha256(nb.read_bytes()).hexdigest(), _library_digest(nb), profile,
+                     params, run, _data_fingerprint(), reports)
 
 
 def output_dir(nb: Path, profile: str, run: Optional[str]) -> Path:
@@ -441,6 +515,127 @@ def compact_streams(path: Path) -> None:
             cell["outputs"] = merged
     if changed:
         cache.write_text(path, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+
+
+#: Expensive inputs that several notebooks of a profile share, computed once with all
+#: cores before the notebooks start (each notebook would otherwise compute them on its
+#: share of the cores while the others wait on the cache lock): (dataset, split,
+#: backbone, input size) of :func:`hashstudy.features.dataset_features`.
+SHARED_FEATURES = {
+    "smoke": [],
+    "quick": [("cifar10", split, "efficientnet_lite0", 128) for split in ("train", "test")],
+    "paper": [("cifar10", split, "efficientnet_lite0", 128) for split in ("train", "test")],
+}
+#: The notebooks that read :data:`SHARED_FEATURES` (nothing is prepared for the others).
+SHARED_USERS = ("00_baselines", "02_latent_layer_cnn", "04_ddh", "05_dsth_tcyb2018")
+
+
+def prepare_shared(profile: str, echo=print) -> dict:
+    """Compute the profile's :data:`SHARED_FEATURES` (a cached set is only loaded).
+
+    Returns ``{"seconds": wall, "step_seconds": {...}, "cache": {...}}`` for the
+    timings report; a dataset that is not on this machine is skipped (the
+    notebooks say so themselves).
+    """
+    from . import data, features, timing
+
+    timing.reset()
+    t0 = time.time()
+    for name, split, backbone, size in SHARED_FEATURES[profile]:
+        if not data.available(name, split):
+            echo(f"      shared inputs: {name}/{split} not found, skipped")
+            continue
+        echo(f"      shared inputs: {backbone} features of {name}/{split} at {size} px")
+        features.dataset_features(name, split, backbone, size, progress=False)
+    steps = timing.totals()
+    wall = time.time() - t0
+    steps["other"] = round(max(0.0, wall - sum(steps.values())), 1)
+    return {"seconds": wall, "step_seconds": steps, "cache": timing.counts()}
+
+
+def timings_table(outcomes: list, profile: str, run: Optional[str] = None):
+    """One row per notebook that ran (and one for the shared inputs): its wall time in
+    the run and the seconds per step its report recorded (``meta.json["step_seconds"]``)."""
+    import pandas as pd
+
+    from .timing import STEPS
+
+    rows = []
+    for o in outcomes:
+        if o.status != "ran":
+            continue
+        if o.notebook == "(shared inputs)":
+            meta = o.meta
+        else:
+            path = config.reports_dir(o.notebook, *(("runs", run) if run else ()), profile) \
+                / "meta.json"
+            meta = json.loads(path.read_text()) if path.exists() else {}
+        steps = meta.get("step_seconds", {})
+        rows.append({"notebook": o.notebook, "wall_s": round(o.seconds, 1),
+                     **{k: round(float(steps.get(k, 0.0)), 1) for k in (*STEPS, "other")},
+                     "cache_hits": int(meta.get("cache", {}).get("cache_hits", 0)),
+                     "cache_misses": int(meta.get("cache", {}).get("cache_misses", 0))})
+    return pd.DataFrame(rows)
+
+
+def write_timings(outcomes: list, profile: str, total_seconds: float, jobs: int,
+                  echo=print) -> Optional[Path]:
+    """Write ``reports/regeneration/<profile>/``: ``timings.csv`` (per notebook and
+    step), ``timings.md`` and ``timings.png``, and ``meta.json`` (total wall time, jobs,
+    cores, whether the run was cold). Returns the folder, or None if nothing ran."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from .timing import STEPS
+
+    table = timings_table(outcomes, profile)
+    if table.empty:
+        return None
+    out = config.reports_dir("regeneration", profile)
+    cols = [*STEPS, "other"]
+    misses, hits = int(table.cache_misses.sum()), int(table.cache_hits.sum())
+    state = "cold" if hits == 0 else ("warm" if misses == 0 else "partly cached")
+    cache.write_text(out / "timings.csv", table.to_csv(index=False))
+    totals = table[["wall_s", *cols]].sum()
+    lines = [f"# Regeneration timings ({profile})", "",
+             f"`python -m hashstudy.regenerate --profile {profile} --jobs {jobs}`: "
+             f"{total_seconds / 60:.1f} min of wall time on {os.cpu_count()} cores, "
+             f"{jobs} notebook(s) at a time; caches: {state} ({misses} computed, {hits} loaded).",
+             "", "Seconds per notebook and step (notebooks run in parallel, so the sum of the "
+             "notebooks' times exceeds the wall time):", "",
+             "| notebook | wall | " + " | ".join(cols) + " | cache computed | cache loaded |",
+             "|---" * (len(cols) + 4) + "|"]
+    for r in table.itertuples():
+        lines.append(f"| {r.notebook} | {r.wall_s:.0f} | "
+                     + " | ".join(f"{getattr(r, c):.0f}" for c in cols)
+                     + f" | {r.cache_misses} | {r.cache_hits} |")
+    lines.append("| **sum** | " + f"{totals.wall_s:.0f} | "
+                 + " | ".join(f"{totals[c]:.0f}" for c in cols) + f" | {misses} | {hits} |")
+    cache.write_text(out / "timings.md", "\n".join(lines) + "\n")
+    cache.write_json(out / "meta.json", {"profile": profile, "jobs": jobs, "cores": os.cpu_count(),
+                                         "wall_seconds": round(total_seconds, 1), "caches": state,
+                                         "cache_computed": misses, "cache_loaded": hits,
+                                         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    fig, ax = plt.subplots(figsize=(9, 0.5 * len(table) + 1.6))
+    left = np.zeros(len(table))
+    colours = plt.get_cmap("tab10").colors
+    for i, c in enumerate(cols):
+        ax.barh(table.notebook, table[c] / 60, left=left, color=colours[i], label=c)
+        left += table[c].to_numpy() / 60
+    ax.invert_yaxis()
+    ax.set(xlabel="minutes", title=f"Where regeneration spends its time ({profile}, {state} "
+           f"caches; wall time {total_seconds / 60:.1f} min with {jobs} jobs)")
+    ax.legend(ncol=len(cols), fontsize=8, loc="lower right")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    with cache.atomic_path(out / "timings.png") as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    echo(f"timings: {out / 'timings.md'}")
+    return out
 
 
 def _papermill_command(nb: Path, out: Path, profile: str, params: dict, run: Optional[str]) -> list:
@@ -524,6 +719,12 @@ def regenerate(profile: str = "quick", jobs: int = 2, only: Optional[list[str]] 
             if len(running) >= limit:
                 time.sleep(0.5)
 
+    stale = [nb for nb in main if force or not up_to_date(nb, profile, params, run)]
+    if any(nb.stem in SHARED_USERS for nb in stale) and SHARED_FEATURES[profile]:
+        echo("[0] shared inputs: computed once with all cores")
+        t0 = time.time()
+        shared = prepare_shared(profile, echo)
+        outcomes.append(Outcome("(shared inputs)", "ran", time.time() - t0, meta=shared))
     try:
         for nb in main:
             drain(jobs)
@@ -664,7 +865,10 @@ def main(argv=None) -> int:
         return 130
     print()
     print(summary_table(outcomes))
-    print(f"total wall time: {time.time() - t0:.0f} s")
+    wall = time.time() - t0
+    print(f"total wall time: {wall:.0f} s")
+    if cmd.only is None and not cmd.run:
+        write_timings(outcomes, cmd.profile, wall, cmd.jobs)
     return 1 if any(o.status == "failed" for o in outcomes) else 0
 
 

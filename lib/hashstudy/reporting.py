@@ -33,7 +33,7 @@ from typing import Mapping, Optional
 
 import numpy as np
 
-from . import cache, config
+from . import cache, config, timing
 
 __all__ = ["Report", "paper_numbers", "compare_with_paper", "metric_key", "load_metrics"]
 
@@ -89,6 +89,7 @@ class Report:
         self.meta: dict = {"notebook": notebook, "profile": profile, "run": self.run,
                            "protocols": {}, "parameters": {}, "sources": {}, "skipped": {}}
         self._t0 = time.time()
+        self._steps0, self._counts0 = timing.totals(), timing.counts()
 
     # -- numbers -----------------------------------------------------------
     def add(self, key: str, value) -> None:
@@ -176,6 +177,14 @@ class Report:
         import torch
 
         self.meta["wall_time_s"] = round(time.time() - self._t0, 1)
+        # where the time went (hashstudy.timing): seconds per step of this process, the rest
+        # as "other"; cache hits and misses tell a cold run from a warm one
+        steps = {k: round(v - self._steps0.get(k, 0.0), 1) for k, v in timing.totals().items()}
+        steps = {k: v for k, v in steps.items() if v > 0}
+        steps["other"] = round(max(0.0, self.meta["wall_time_s"] - sum(steps.values())), 1)
+        self.meta["step_seconds"] = steps
+        self.meta["cache"] = {k: v - self._counts0.get(k, 0) for k, v in timing.counts().items()}
+        self.meta["threads"] = torch.get_num_threads()
         self.meta["versions"] = {"python": platform.python_version(), "numpy": numpy.__version__,
                                  "torch": torch.__version__}
         cache.write_json(self.path("meta.json"), self.meta)

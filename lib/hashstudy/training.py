@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import cache, config
+from . import cache, config, timing
 
 __all__ = ["set_threads", "seed_everything", "fit", "History", "predict", "cached_model",
            "OPTIMIZERS", "SCHEDULES"]
@@ -70,6 +70,7 @@ def _schedule(optimizer, name: str, total_steps: int, final_lr_ratio: float, ste
     return torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, step_every), gamma=0.1)
 
 
+@timing.timed("training")
 def fit(model: nn.Module, inputs: Sequence[torch.Tensor] | torch.Tensor, loss_fn: Callable, *,
         epochs: int, batch_size: int = 128, lr: float = 1e-3, optimizer: str = "adam",
         momentum: float = 0.9, weight_decay: float = 0.0, schedule: str = "constant",
@@ -201,11 +202,13 @@ def cached_model(name: str, key_parts: dict, build: Callable[[], nn.Module],
                 blob = torch.load(path, map_location="cpu", weights_only=False)
                 model.load_state_dict(blob["state_dict"])
                 model.eval()
+                timing.count("cache_hits")
                 return model, json.loads(blob["info"]), True
             except Exception as exc:  # damaged or incompatible file: retrain
                 print(f"cached weights {path.name} unusable ({exc}); retraining")
                 path.unlink(missing_ok=True)
                 model = build()
+        timing.count("cache_misses")
         info = json.loads(json.dumps(train(model) or {}, default=_plain))
         model.eval()
         buf = io.BytesIO()
