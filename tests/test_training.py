@@ -68,3 +68,23 @@ def test_cached_model_trains_once():
     assert m1.weight.equal(m2.weight)
     training.cached_model("toy", {"n": 65}, lambda: nn.Linear(5, 2), train)
     assert len(calls) == 2  # a different key trains again
+
+
+def test_cached_weights_are_kept_per_thread_count():
+    x, y = _problem(64)
+    calls = []
+
+    def train(model):
+        calls.append(torch.get_num_threads())
+        training.fit(model, (x, y), _ce, epochs=1, progress=False)
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        training.cached_model("toy-threads", {"n": 64}, lambda: nn.Linear(5, 2), train)
+        training.cached_model("toy-threads", {"n": 64}, lambda: nn.Linear(5, 2), train)
+        torch.set_num_threads(2)
+        *_, loaded = training.cached_model("toy-threads", {"n": 64}, lambda: nn.Linear(5, 2), train)
+    finally:
+        torch.set_num_threads(before)
+    assert calls == [1, 2] and not loaded

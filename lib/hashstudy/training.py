@@ -182,7 +182,9 @@ def cached_model(name: str, key_parts: dict, build: Callable[[], nn.Module],
         Readable prefix of the cache file (e.g. ``"dsth-mnist-cnn"``).
     key_parts : dict
         Everything the trained weights depend on (data identity, split,
-        architecture, hyper-parameters, seed); hashed into the file name.
+        architecture, hyper-parameters, seed); hashed into the file name
+        together with torch's thread count, on which CPU training's floating-
+        point sums (and so the weights) depend.
     build : callable returning a fresh ``nn.Module``
     train : callable ``(model) -> info dict or None``
         Trains the model in place; the returned dict (e.g. the loss history)
@@ -194,7 +196,10 @@ def cached_model(name: str, key_parts: dict, build: Callable[[], nn.Module],
     """
     import json
 
-    path = config.cache_dir("models") / f"{name}-{cache.key(key_parts)}.pt"
+    # the thread count is part of the key: on a CPU, the same seed gives different weights
+    # with a different number of threads (float sums are split differently)
+    threads = torch.get_num_threads()
+    path = config.cache_dir("models") / f"{name}-{cache.key({**key_parts, '_threads': threads})}.pt"
     model = build()
     with cache.locked(path):
         if path.exists():
