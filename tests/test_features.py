@@ -452,6 +452,7 @@ def test_onnx_runtime_computes_pytorchs_features(lite0):
 def test_onnx_runtime_that_disagrees_with_pytorch_stops_the_extraction(lite0, monkeypatch):
     images, _ = two_pattern_classes(2, 40, seed=3)
     monkeypatch.setattr(features, "_min_cosine", lambda a, b: 0.5)
+    monkeypatch.setattr(features, "_VERIFIED", set())
     with pytest.raises(RuntimeError, match="smallest cosine 0.500000"):
         features.extract(images, lite0, input_size=48, progress=False, runtime="onnxruntime")
 
@@ -472,3 +473,19 @@ def test_runtime_choice_is_checked_and_recorded_in_the_cache_key(tiny_dataset, m
     monkeypatch.setattr(features, "_onnx_available", lambda: True)
     monkeypatch.setattr(features.importlib.metadata, "version", lambda name: "1.0")
     assert features.features_cache_path(tiny_dataset, "efficientnet_lite0", 32) != torch_path
+
+
+@needs_ort
+def test_a_backbone_changed_in_place_is_exported_again(lite0_random):
+    import copy as _copy
+
+    bb = _copy.deepcopy(lite0_random)
+    images, _ = two_pattern_classes(2, 40, seed=4)
+    before = features.extract(images, bb, input_size=40, progress=False, runtime="onnxruntime")
+    with features.torch.no_grad():
+        for p in bb.module.parameters():
+            p.mul_(0.5)
+    after = features.extract(images, bb, input_size=40, progress=False, runtime="onnxruntime")
+    ref = features.extract(images, bb, input_size=40, progress=False, runtime="torch")
+    assert not np.allclose(before, after)
+    assert features._min_cosine(after, ref) >= features.ONNX_MIN_COSINE

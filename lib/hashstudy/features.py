@@ -564,6 +564,7 @@ RUNTIMES = ("auto", "torch", "onnxruntime")
 ONNX_MIN_COSINE = 0.999
 
 _ONNX_OPSET = 17
+_VERIFIED: set = set()  # exported models checked against PyTorch in this process
 
 
 def _onnx_available() -> bool:
@@ -595,20 +596,33 @@ def resolve_runtime(runtime: str = "auto", device: Union[str, torch.device, None
     return "torch"
 
 
+def _module_digest(module: nn.Module) -> str:
+    """SHA-256 of a module's parameters and buffers (names, shapes, values)."""
+    h = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()
+
+
 def _onnx_path(bb: "Backbone", size: int) -> Path:
+    """Where the exported ``bb`` lives: keyed by its weights' content (so a module changed
+    in place is exported again), the input size, torch's version and the opset."""
     digest = cache.key({"backbone": bb.name, "layer": bb.layer, "weights": bb.weights,
-                        "input_size": size, "torch": torch.__version__, "opset": _ONNX_OPSET,
+                        "state": _module_digest(bb.module), "input_size": size,
+                        "torch": torch.__version__, "opset": _ONNX_OPSET,
                         "version": FEATURES_VERSION})
     return config.cache_dir("onnx") / f"{bb.name}-{size}px-{digest}.onnx"
 
 
-def _onnx_session(bb: "Backbone", size: int):
+def _onnx_session(bb: "Backbone", size: int, path: Optional[Path] = None):
     """An ONNX Runtime session of ``bb``'s module at ``size`` px, exported once and cached."""
     import warnings
 
     import onnxruntime as ort
 
-    path = _onnx_path(bb, size)
+    path = _onnx_path(bb, size) if path is None else path
     with cache.locked(path):
         if not path.exists():
             module = copy.deepcopy(bb.module).cpu().eval()
@@ -673,10 +687,10 @@ def extract(images: np.ndarray, backbone: Union[str, Backbone] = "efficientnet_l
         Default: CUDA when available, else the CPU.
     runtime : {"auto", "torch", "onnxruntime"}, default "auto"
         See :func:`resolve_runtime`. With ONNX Runtime the module is exported
-        once per backbone and input size (cached under ``cache/onnx``) and the
-        first batch is also run through PyTorch: if the two disagree (a cosine
-        below :data:`ONNX_MIN_COSINE` for any image) the extraction stops with
-        a ``RuntimeError`` naming the measured cosine.
+        once per backbone and input size (cached under ``cache/onnx``), and in
+        each process the first batch it runs is also run through PyTorch: if
+        the two disagree (a cosine below :data:`ONNX_MIN_COSINE` for any image)
+        the extraction stops with a ``RuntimeError`` naming the measured cosine.
 
     Returns
     -------
@@ -701,7 +715,8 @@ def extract(images: np.ndarray, backbone: Union[str, Backbone] = "efficientnet_l
     module = bb.module.to(device)
     was_training = module.training
     module.eval()
-    session = _onnx_session(bb, size) if engine == "onnxruntime" else None
+    onnx_path = _onnx_path(bb, size) if engine == "onnxruntime" else None
+    session = _onnx_session(bb, size, onnx_path) if onnx_path else None
     out = np.empty((len(images), bb.feature_dim), dtype=np.float32)
     try:
         with torch.inference_mode(), tqdm(total=len(images), unit="img", disable=not progress,
@@ -713,13 +728,16 @@ def extract(images: np.ndarray, backbone: Union[str, Backbone] = "efficientnet_l
                     y = module(x).float().cpu().numpy()
                 else:
                     y = session.run(None, {"x": x.numpy()})[0]
-                    if start == 0:  # the exported graph must compute what the module does
+                    if start == 0 and onnx_path not in _VERIFIED:
+                        # the exported graph must compute what the module does (checked on
+                        # the first batch of the first extraction in each process)
                         cos = _min_cosine(y, module(x).float().cpu().numpy())
                         if not cos >= ONNX_MIN_COSINE:
                             raise RuntimeError(
                                 f"ONNX Runtime's features of {bb.name} differ from PyTorch's "
                                 f"(smallest cosine {cos:.6f} < {ONNX_MIN_COSINE}); delete "
-                                f"{_onnx_path(bb, size)} or pass runtime='torch'")
+                                f"{onnx_path} or pass runtime='torch'")
+                        _VERIFIED.add(onnx_path)
                 if tuple(y.shape) != (len(batch), bb.feature_dim):
                     raise RuntimeError(
                         f"backbone {bb.name!r} returned shape {tuple(y.shape)}, expected "
