@@ -397,3 +397,28 @@ def test_bad_method_parameters():
         B.SKLSH(8, sigma=0.0)
     with pytest.raises(TypeError):
         B.make("lsh", 8, gamma=2.0)
+
+
+def test_pca_covariance_is_remembered_bit_for_bit_and_per_input():
+    from hashstudy import baselines as b
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(300, 20))
+    Xc = X - X.mean(0)
+    b._COVARIANCES.clear()
+    fresh = Xc.T @ Xc / (len(Xc) - 1)
+    first = b._covariance(Xc)
+    assert np.array_equal(first, fresh)
+    first[0, 0] = 99.0  # callers get a copy: the remembered matrix is not changed
+    assert np.array_equal(b._covariance(Xc.copy()), fresh) and len(b._COVARIANCES) == 1
+    other = Xc.copy()
+    other[0, 0] += 1e-9
+    assert not np.array_equal(b._covariance(other), fresh)
+    # the hashers that start from PCA give the same codes with a cold or a warm memory
+    codes = []
+    for clear in (True, False):
+        if clear:
+            b._COVARIANCES.clear()
+        codes.append([b.make(m, 8, seed=0).fit(X).encode(X) for m in ("pcah", "itq", "sh")])
+    for cold, warm in zip(*codes):
+        assert np.array_equal(cold, warm)
