@@ -335,3 +335,17 @@ def test_timings_are_collected_per_notebook_and_step(folder, tmp_path):
     meta = json.loads((where / "meta.json").read_text())
     assert meta["caches"] == "cold" and meta["cache_computed"] == 2
     assert (where / "timings.png").stat().st_size > 1000
+
+
+def test_longest_notebooks_start_first(tmp_path):
+    nbs = []
+    for name, wall in (("10_a", 5.0), ("11_b", None), ("12_c", 50.0), ("13_d", 20.0)):
+        nb = tmp_path / f"{name}.ipynb"
+        _notebook(nb, "pass")
+        nbs.append(nb)
+        if wall is not None:
+            meta = tmp_path / "reports" / name / "quick" / "meta.json"
+            meta.parent.mkdir(parents=True)
+            meta.write_text(json.dumps({"wall_time_s": wall}))
+    order = [nb.stem for nb in regenerate.longest_first(nbs, "quick")]
+    assert order == ["11_b", "12_c", "13_d", "10_a"]  # never run (unknown) first, then longest

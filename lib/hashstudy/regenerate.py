@@ -638,6 +638,19 @@ def write_timings(outcomes: list, profile: str, total_seconds: float, jobs: int,
     return out
 
 
+def longest_first(nbs: list[Path], profile: str, run: Optional[str] = None) -> list[Path]:
+    """``nbs`` ordered by the wall time of their last report at ``profile``, longest first
+    (notebooks never run keep their order, first): with several jobs, starting the long
+    ones first shortens the whole run (the classic longest-processing-time rule)."""
+    def last(nb: Path) -> float:
+        meta = output_dir(nb, profile, run) / "meta.json"
+        try:
+            return float(json.loads(meta.read_text()).get("wall_time_s", math.inf))
+        except (OSError, ValueError, TypeError):
+            return math.inf
+    return sorted(nbs, key=lambda nb: -last(nb))
+
+
 def _papermill_command(nb: Path, out: Path, profile: str, params: dict, run: Optional[str]) -> list:
     cmd = [sys.executable, "-m", "papermill", str(nb), str(out), "--cwd", str(nb.parent),
            "-p", "profile", profile, "--no-progress-bar", "--log-level", "WARNING"]
@@ -661,7 +674,7 @@ def regenerate(profile: str = "quick", jobs: int = 2, only: Optional[list[str]] 
     params = dict(params or {})
     for nb in todo:  # the same checks as the command line's, on typed values
         params = check_params(nb, params) if params else params
-    main = [nb for nb in todo if nb.stem != SUMMARY]
+    main = longest_first([nb for nb in todo if nb.stem != SUMMARY], profile, run)
     summary = [nb for nb in todo if nb.stem == SUMMARY]
     threads = max(1, (os.cpu_count() or 1) // jobs)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
