@@ -184,3 +184,127 @@ def test_threshold_comparison_scores_each_rule_on_the_hash_labels():
     assert table.loc["ncut", "P@R=1.0"] > table.loc["zero", "P@R=1.0"] + 0.2
     with pytest.raises(ValueError, match="allowed values"):
         dsth.threshold_comparison(hasher, labels, rules=["otsu"])
+
+
+# -- the paper's threshold reading beside the study's (run_experiment(paper_threshold=...)) ----
+
+_TINY_DSTH = dict(k=5, widths=(4, 8, 8), hidden=16, feature_epochs=2, hash_epochs=2,
+                  batch_size=16)
+
+
+def _paper_reading_experiment(data_dir, paper_threshold="zero", **kw):
+    synthetic.write_mnist_idx(data_dir, 300, 100, seed=0)
+    return dsth.run_experiment(
+        "mnist", 8, queries={"mnist": {"query_per_class": 2}}, n_train=120,
+        methods=("dsth", "itq"), dsth=_TINY_DSTH, paper_threshold=paper_threshold,
+        progress=False, **kw)
+
+
+def test_paper_threshold_adds_dsth_with_that_reading_and_reuses_the_label_stage(
+        isolated_dirs, monkeypatch):
+    trained, eigenmaps = [], []
+    real_fit, real_eigenmap = training.fit, graph.laplacian_eigenmap
+
+    def counting_fit(*a, **k):
+        trained.append(k.get("desc"))
+        return real_fit(*a, **k)
+
+    def counting_eigenmap(*a, **k):
+        eigenmaps.append(1)
+        return real_eigenmap(*a, **k)
+
+    monkeypatch.setattr(training, "fit", counting_fit)
+    monkeypatch.setattr(graph, "laplacian_eigenmap", counting_eigenmap)
+    exp = _paper_reading_experiment(isolated_dirs / "data")
+    study, paper = exp.hashers["dsth"], exp.hashers[dsth.PAPER_METHOD]
+    assert dsth.PAPER_METHOD == "dsth_paper"
+    assert study.threshold == "ncut" and paper.threshold == "zero"
+    # the reading is applied: the paper's hash labels are the signs of the same eigenmap
+    assert np.array_equal(paper.embedding_, study.embedding_)
+    assert np.array_equal(paper.thresholds_, np.zeros(8))
+    assert np.array_equal(paper.hash_labels_, (paper.embedding_ >= 0).astype(np.uint8))
+    assert not np.array_equal(paper.hash_labels_, study.hash_labels_)
+    # the label-stage CNN and the eigenmap come from the first reading's cache; only the
+    # hash function is trained for the second reading
+    assert trained.count("DSTH label-stage CNN") == 1 and len(eigenmaps) == 1
+    assert trained.count("DSTH hash function") == 2
+    assert all(torch_equal(a, b) for a, b in zip(paper.label_cnn_.state_dict().values(),
+                                                  study.label_cnn_.state_dict().values()))
+    # both readings are reported side by side, under their own method names
+    m = exp.metrics()
+    for method in ("dsth", "dsth_paper", "itq"):
+        assert 0 <= m[f"mnist/{method}/8/map_all"] <= 1
+        assert f"mnist/{method}/8/precision@recall0.5" in m
+    assert list(exp.recall_table("mnist").index) == ["dsth", "dsth_paper", "itq"]
+    leads = exp.leads("mnist", dsth.PAPER_METHOD, rivals=["dsth"], baselines=["itq"])
+    assert set(leads) == {"above_dsth_until_recall", "above_itq_until_recall",
+                          "above_baselines_until_recall"}
+    summary = dsth.label_stage_summary(exp, pixel_knn=False, method=dsth.PAPER_METHOD)
+    assert summary["hash_label_balance"] == pytest.approx(float(paper.hash_labels_.mean()))
+    with pytest.raises(ValueError, match="allowed values: 'dsth', 'dsth_paper'"):
+        dsth.label_stage_summary(exp, method="itq")
+
+
+def torch_equal(a, b):
+    return bool((a == b).all())
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(paper_threshold="ncut"), "unknown paper_threshold 'ncut'; allowed values: 'zero', "
+                                   "'mean', 'median'"),
+    (dict(paper_threshold="sign"), "allowed values: 'zero', 'mean', 'median'"),
+    (dict(paper_threshold="zero", methods=("itq",)), "put 'dsth' in methods"),
+    (dict(paper_threshold="zero", methods=("dsth", "dsth_paper")), "leave it out of methods"),
+])
+def test_paper_threshold_rejects_bad_values_with_one_clear_error(bad, message):
+    # checked before any data is read (no dataset is under the test's data root)
+    kw = dict(queries={"mnist": {"query_per_class": 2}}, progress=False, **bad)
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        dsth.run_experiment("mnist", 8, **kw)
+    assert set(dsth.PAPER_THRESHOLDS) < set(dsth.THRESHOLDS)
+    assert "ncut" not in dsth.PAPER_THRESHOLDS
+
+
+def test_curve_precision_at_recall_reads_the_drawn_line():
+    recall = [0.05, 0.2, 0.2, 0.6, 1.0]
+    precision = [0.9, 0.8, 0.7, 0.5, 0.1]
+    got = dsth.curve_precision_at_recall(recall, precision, [0.02, 0.1, 0.2, 0.3, 0.8, 1.0])
+    # flat left of the first point; linear between the points that bracket the level;
+    # at a recall reached by several points (a vertical drop), the first of them
+    assert np.allclose(got, [0.9, 0.9 - 0.1 * (0.05 / 0.15), 0.8, 0.65, 0.3, 0.1])
+    # points without a precision (no query answered at that radius) are left out
+    got = dsth.curve_precision_at_recall([0.0, 0.0, 0.5, 1.0], [np.nan, np.nan, 0.9, 0.3],
+                                         [0.1, 0.75])
+    assert np.allclose(got, [0.9, 0.6])
+    # a level beyond the curve's end has no precision
+    assert np.isnan(dsth.curve_precision_at_recall([0.1, 0.5], [0.9, 0.8], [0.9])[0])
+    with pytest.raises(ValueError, match="non-decreasing"):
+        dsth.curve_precision_at_recall([0.5, 0.2], [0.9, 0.8])
+    with pytest.raises(ValueError, match="one length"):
+        dsth.curve_precision_at_recall([0.5, 0.6], [0.9])
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        dsth.curve_precision_at_recall([0.5, 1.0], [0.9, 0.8], [0.0])
+
+
+def test_leads_on_the_hamming_radius_curve(isolated_dirs):
+    exp = _paper_reading_experiment(isolated_dirs / "data", paper_threshold="mean")
+    assert exp.hashers[dsth.PAPER_METHOD].threshold == "mean"
+    split = exp.splits["mnist"]
+    radius = exp.radius_recall_table("mnist")
+    assert list(radius.columns) == [f"P@R={v}" for v in dsth.RECALL_LEVELS]
+    for method in ("dsth", "dsth_paper", "itq"):
+        c = exp.codes["mnist"][(method, 8)]
+        curve = metrics.pr_curve(c.query, c.database, exp.labels[split.query],
+                                 exp.labels[split.database], empty="skip")
+        assert np.allclose(radius.loc[method].to_numpy(float),
+                           dsth.curve_precision_at_recall(curve.recall, curve.precision),
+                           equal_nan=True)
+    leads = exp.leads("mnist", "dsth", rivals=["dsth_paper"], baselines=["itq"], curve="radius")
+    assert set(leads) == {"radius_above_dsth_paper_until_recall", "radius_above_itq_until_recall",
+                          "radius_above_baselines_until_recall"}
+    assert leads["radius_above_itq_until_recall"] == dsth.above_until(radius, "dsth", "itq")
+    with pytest.raises(ValueError, match="unknown curve 'roc'; allowed values: 'ranking', "
+                                         "'radius'"):
+        exp.leads("mnist", curve="roc")
+    with pytest.raises(ValueError, match="'cnnh' was not run"):
+        exp.leads("mnist")  # the default rival, CNNH, is not in this experiment

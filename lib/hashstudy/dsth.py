@@ -29,6 +29,18 @@ Unsupervised stage: hash labels (sec. 2.1, eq. 1-7)
        to random, so such a bit adds noise to the distance between two images
        of any other class. The normalised-cut split cuts the eigenvector
        inside its class and gives every other image the same bit.
+
+       The paper's own reading: the normalised cut is this study's choice,
+       not the paper's. The thresholds the paper's text admits are
+       :data:`PAPER_THRESHOLDS`, and of them it supports the sign
+       (``"zero"``) best: eq. 7 compares every bit with one scalar
+       ``epsilon``, "the default threshold" (the journal version, which
+       moves to the per-bit mean, writes a per-bit ``epsilon^p``, journal
+       eq. 13-14), and eq. 5 constrains ``Y~^T D 1 = 0``, which centres
+       every relaxed bit at zero, the threshold of spectral hashing that
+       sec. 2.1 follows ("As in SpH"). :func:`run_experiment` evaluates
+       that reading beside the default, as the method ``"dsth_paper"``
+       (its ``paper_threshold`` argument).
 Supervised stage: hash function (sec. 2.2, eq. 8)
     A CNN followed by a single-hidden-layer MLP with sigmoid hidden units,
     ``f(x) = b2 + W2 sigmoid(b1 + W1 cnn(x))`` (eq. 8), is trained to output
@@ -71,11 +83,26 @@ from . import baselines as shallow
 from . import cache, config, data, evaluation, graph, hamming, metrics, protocols, training
 from .cnnh import CNNH, ConvNet, _float, array_digest, as_image_tensor
 
-__all__ = ["DSTH", "THRESHOLDS", "RECALL_LEVELS", "METRIC_KEYS", "test_query_split",
-           "eigenvector_localisation", "threshold_comparison",
-           "Experiment", "run_experiment", "label_stage_summary", "above_until"]
+__all__ = ["DSTH", "THRESHOLDS", "PAPER_THRESHOLDS", "PAPER_METHOD", "CURVES", "RECALL_LEVELS",
+           "METRIC_KEYS", "test_query_split", "eigenvector_localisation", "threshold_comparison",
+           "Experiment", "run_experiment", "label_stage_summary", "above_until",
+           "curve_precision_at_recall"]
 
 THRESHOLDS = graph.BINARIZE_RULES
+PAPER_THRESHOLDS = ("zero", "mean", "median")
+"""Readings of eq. 7's threshold that the paper's text admits: one scalar "default
+threshold" ``epsilon`` for every bit (``"zero"``, the sign: the paper's reading in this
+study, see the module docstring), or a per-bit centre (``"mean"``, the journal version's
+eq. 14; ``"median"``, STH's balanced bits). The normalised cut (``"ncut"``) is the
+study's own choice, not one of them."""
+PAPER_METHOD = "dsth_paper"
+"""Method name (metric keys ``<prefix>/dsth_paper/<bits>/...``) under which
+:func:`run_experiment` reports DSTH with the paper's threshold reading; ``"dsth"`` keeps
+the ``threshold`` of its ``dsth`` arguments (the study's default, ``"ncut"``)."""
+CURVES = ("ranking", "radius")
+"""Where :meth:`Experiment.leads` reads the precision at each recall level: the Hamming
+ranking (:meth:`Experiment.recall_table`) or the Hamming-radius PR curve of the figures
+(:meth:`Experiment.radius_recall_table`, the kind of curve of the paper's Fig. 2)."""
 RECALL_LEVELS = tuple(round(0.1 * i, 1) for i in range(1, 11))
 """Recall levels 0.1, 0.2, ..., 1.0 of the precision-at-recall table."""
 METRIC_KEYS = ("map_all", "map@1000") + tuple(f"precision@recall{v}" for v in RECALL_LEVELS)
@@ -121,7 +148,10 @@ class DSTH:
         leaves open. ``"ncut"`` (default): per bit, the splitting point of
         minimum normalised cut of the kNN graph (Shi and Malik 2000,
         :func:`hashstudy.graph.ncut_thresholds`); ``"zero"``: the sign;
-        ``"mean"`` / ``"median"``: per-bit mean / median.
+        ``"mean"`` / ``"median"``: per-bit mean / median. The paper's text
+        supports the sign best (:data:`PAPER_THRESHOLDS`, module docstring);
+        the normalised cut is this study's choice. Any other value raises a
+        ``ValueError`` naming the allowed ones.
     widths, hidden : CNN convolution widths and fully connected width, shared
         by both stages (see :class:`hashstudy.cnnh.ConvNet`).
     feature_epochs, hash_epochs : int
@@ -453,7 +483,8 @@ class Experiment:
     images : uint8 (N_pool, H, W, C)
         Pool images (for retrieval figures).
     hashers : {method: fitted hasher}
-        The deep methods as last fitted (for diagnostics of their stages).
+        The deep methods as last fitted (for diagnostics of their stages):
+        ``"dsth"``, ``"dsth_paper"`` (with ``paper_threshold``), ``"cnnh"``.
     sources : {name: str}
         Where the data came from.
     """
@@ -485,20 +516,55 @@ class Experiment:
         wide.columns = [c.replace("precision@recall", "P@R=") for c in wide.columns]
         return wide
 
+    def radius_recall_table(self, prefix: str, levels: Sequence[float] = RECALL_LEVELS):
+        """Precision at recall 0.1 ... 1.0 read off the Hamming-radius PR curves (DataFrame).
+
+        The curves are those of :meth:`pr_curves` (the figure's, the kind of
+        curve of the paper's Fig. 2), read by :func:`curve_precision_at_recall`;
+        one row per method, columns ``P@R=<level>`` as :meth:`recall_table`.
+        """
+        import pandas as pd
+
+        rows = {m: curve_precision_at_recall(rec, prec, levels)
+                for m, (rec, prec) in self.pr_curves(prefix).items()}
+        return pd.DataFrame.from_dict(rows, orient="index",
+                                      columns=[f"P@R={v}" for v in levels])
+
     def leads(self, prefix: str, method: str = "dsth", rivals: Sequence[str] = ("cnnh",),
-              baselines: Sequence[str] = ("sh", "sph", "sth", "itq")) -> dict[str, float]:
+              baselines: Sequence[str] = ("sh", "sph", "sth", "itq"),
+              curve: str = "ranking") -> dict[str, float]:
         """How far along the recall axis ``method`` stays ahead (see :func:`above_until`).
 
-        Returns ``{"above_<rival>_until_recall": level}`` for each rival and
-        each baseline, and ``"above_baselines_until_recall"``: the smallest
-        of the baselines' levels.
+        Parameters
+        ----------
+        curve : {"ranking", "radius"}
+            Read the precision at each recall level from the Hamming ranking
+            (:meth:`recall_table`, default) or from the Hamming-radius PR curve
+            (:meth:`radius_recall_table`).
+
+        Returns
+        -------
+        dict
+            ``{"above_<rival>_until_recall": level}`` for each rival and each
+            baseline, and ``"above_baselines_until_recall"``: the smallest of
+            the baselines' levels. With ``curve="radius"`` every key starts
+            with ``radius_`` (``"radius_above_cnnh_until_recall"``), so both
+            readings can sit side by side in one report.
         """
-        table = self.recall_table(prefix)
+        config.check_choice("curve", curve, CURVES)
+        table = self.recall_table(prefix) if curve == "ranking" else \
+            self.radius_recall_table(prefix)
+        for m in (method, *rivals, *baselines):
+            if m not in table.index:
+                raise ValueError(f"method {m!r} was not run on {prefix!r}; run: "
+                                 f"{', '.join(map(repr, table.index))}")
         out = {f"above_{r}_until_recall": above_until(table, method, r)
                for r in (*rivals, *baselines)}
         if baselines:
             out["above_baselines_until_recall"] = min(
                 out[f"above_{b}_until_recall"] for b in baselines)
+        if curve == "radius":
+            out = {f"radius_{k}": v for k, v in out.items()}
         return out
 
     def top_results(self, prefix: str, method: str = "dsth", n_queries: int = 6, k: int = 10):
@@ -525,8 +591,11 @@ class Experiment:
                                            self.labels[split.database], self.n_bits, "pr")
 
 
-def label_stage_summary(exp: Experiment, pixel_knn: bool = True) -> dict:
+def label_stage_summary(exp: Experiment, pixel_knn: bool = True, method: str = "dsth") -> dict:
     """What DSTH's unsupervised stage produced on the training images (sec. 2.1).
+
+    ``method`` names the fitted DSTH in ``exp.hashers`` (``"dsth"``, or
+    :data:`PAPER_METHOD` for the paper's threshold reading).
 
     Keys: ``graph_components`` (of the kNN graph; 1 = connected),
     ``knn_label_precision_cnn`` (fraction of the ``k`` graph neighbours that
@@ -536,7 +605,9 @@ def label_stage_summary(exp: Experiment, pixel_knn: bool = True) -> dict:
     ``hash_labels_reproduced`` (fraction of training hash-label bits the hash
     function outputs), ``eigenvalue_min`` / ``eigenvalue_max``.
     """
-    h = exp.hashers["dsth"]
+    dsths = [m for m, h in exp.hashers.items() if isinstance(h, DSTH)]
+    config.check_choice("method", method, dsths)
+    h = exp.hashers[method]
     split = next(iter(exp.splits.values()))
     y = exp.labels[split.train]
     out = {"graph_components": h.graph_components_,
@@ -637,6 +708,54 @@ def above_until(table, method: str, rival: str) -> float:
     return last
 
 
+def curve_precision_at_recall(recall, precision, levels: Sequence[float] = RECALL_LEVELS
+                              ) -> np.ndarray:
+    """Precision of a drawn PR curve at given recall levels (the line as plotted).
+
+    The curve is the sequence of points ``(recall[i], precision[i])`` joined
+    by straight lines, e.g. the Hamming-radius curve of
+    :func:`hashstudy.metrics.pr_curve` (one point per radius, recall
+    non-decreasing). At a level ``l`` the precision is read on the first
+    segment that reaches it: between the last point with recall ``< l`` and
+    the first with recall ``>= l``, linearly in recall. Left of the first
+    point, the curve is extended flat at its precision (a radius-0 ball may
+    already hold much of the recall); points without a precision (NaN: no
+    query answered at that radius, which means recall 0) are dropped.
+
+    Parameters
+    ----------
+    recall, precision : array_like, shape (n,)
+    levels : sequence of float in (0, 1]
+
+    Returns
+    -------
+    ndarray of float64, shape (len(levels),)
+        NaN at a level the curve never reaches.
+    """
+    rec, prec = np.asarray(recall, dtype=np.float64), np.asarray(precision, dtype=np.float64)
+    if rec.ndim != 1 or rec.shape != prec.shape or rec.size == 0:
+        raise ValueError(f"recall and precision must be two 1-D arrays of one length, got "
+                         f"shapes {rec.shape} and {prec.shape}")
+    keep = np.isfinite(prec) & np.isfinite(rec)
+    rec, prec = rec[keep], prec[keep]
+    if rec.size and np.any(np.diff(rec) < -1e-12):
+        raise ValueError("recall must be non-decreasing along the curve")
+    out = np.full(len(levels), np.nan)
+    for i, level in enumerate(levels):
+        level = float(level)
+        if not 0 < level <= 1:
+            raise ValueError(f"recall levels must lie in (0, 1], got {level}")
+        j = int(np.searchsorted(rec, level - 1e-12, side="left"))  # first recall >= level
+        if j >= rec.size:
+            continue
+        if j == 0:
+            out[i] = prec[0]
+            continue
+        r0, r1, p0, p1 = rec[j - 1], rec[j], prec[j - 1], prec[j]
+        out[i] = p1 if r1 <= r0 else p0 + (p1 - p0) * (level - r0) / (r1 - r0)
+    return out
+
+
 def _stl10_pool(n_train: Optional[int], seed: int, root):
     unl = data.load("stl10", "unlabeled", root=root)
     test = data.load("stl10", "test", root=root)
@@ -673,6 +792,7 @@ def run_experiment(dataset: str, n_bits: int, *, queries: Mapping[str, Mapping],
                    dsth: Optional[Mapping] = None, cnnh: Optional[Mapping] = None,
                    baselines: Optional[Mapping] = None,
                    pixel_side: Optional[int] = None, metric_keys: Sequence[str] = METRIC_KEYS,
+                   paper_threshold: Optional[str] = None,
                    seed: int = 0, root=None, progress: bool = True) -> Experiment:
     """DSTH against CNNH and shallow baselines on one dataset (sec. 3, Fig. 2 and 3).
 
@@ -706,6 +826,14 @@ def run_experiment(dataset: str, n_bits: int, *, queries: Mapping[str, Mapping],
         Block-average the images to ``side x side`` for the shallow baselines
         (their PCA needs a D x D covariance); default full resolution.
     metric_keys : sequence of str
+    paper_threshold : {"zero", "mean", "median"}, optional
+        Also evaluate DSTH with this reading of eq. 7's threshold (one of
+        :data:`PAPER_THRESHOLDS`; the paper's is ``"zero"``, the sign), as the
+        method :data:`PAPER_METHOD` (``"dsth_paper"``), right after ``"dsth"``
+        (which needs to be in ``methods``). It has the same arguments as
+        ``"dsth"`` but for ``threshold``, so its label-stage CNN and eigenmap
+        are the cached ones of ``"dsth"`` and only its hash function is
+        trained anew. ``None`` (default): no such method.
     seed : int
     root : path, optional
         Data root (default ``HASHSTUDY_DATA``).
@@ -720,6 +848,16 @@ def run_experiment(dataset: str, n_bits: int, *, queries: Mapping[str, Mapping],
         raise ValueError("give at least one query protocol")
     dsth, cnnh, baselines = dict(dsth or {}), dict(cnnh or {}), dict(baselines or {})
     bits = config.check_bits(n_bits)[0]
+    methods = list(methods)
+    if paper_threshold is not None:
+        config.check_choice("paper_threshold", paper_threshold, PAPER_THRESHOLDS)
+        if "dsth" not in methods:
+            raise ValueError("paper_threshold adds DSTH with the paper's threshold reading "
+                             "beside 'dsth': put 'dsth' in methods")
+        if PAPER_METHOD in methods:
+            raise ValueError(f"{PAPER_METHOD!r} is added by paper_threshold; leave it out of "
+                             "methods")
+        methods.insert(methods.index("dsth") + 1, PAPER_METHOD)
     sources = {}
     labelled = None
     if dataset == "stl10":
@@ -745,9 +883,10 @@ def run_experiment(dataset: str, n_bits: int, *, queries: Mapping[str, Mapping],
         def make(b):
             if (method, b) in hashers:
                 return hashers[(method, b)]
-            if method == "dsth":
+            if method in ("dsth", PAPER_METHOD):
+                reading = {"threshold": paper_threshold} if method == PAPER_METHOD else {}
                 h = _Rows(DSTH(b, shape, **{"labelled": labelled, "progress": progress,
-                                            **dsth, "seed": seed}), deep_rows)
+                                            **dsth, **reading, "seed": seed}), deep_rows)
             elif method == "cnnh":
                 net = CNNH(b, shape, **{"progress": progress, **cnnh, "seed": seed})
                 h = _Rows(net, deep_rows, fixed_training=labelled)
@@ -757,7 +896,8 @@ def run_experiment(dataset: str, n_bits: int, *, queries: Mapping[str, Mapping],
             made[method] = h.hasher
             hashers[(method, b)] = h
             return h
-        make.supervised = method in ("dsth", "cnnh") or method in shallow.SUPERVISED
+        make.supervised = method in ("dsth", PAPER_METHOD, "cnnh") or \
+            method in shallow.SUPERVISED
         return make
 
     extra = {m: factory(m) for m in methods}
@@ -771,5 +911,6 @@ def run_experiment(dataset: str, n_bits: int, *, queries: Mapping[str, Mapping],
         tables.append(t)
         codes[prefix] = c
     return Experiment(dataset, bits, splits, pd.concat(tables, ignore_index=True), codes,
-                      labels, images, {m: made[m] for m in ("dsth", "cnnh") if m in made},
+                      labels, images,
+                      {m: made[m] for m in ("dsth", PAPER_METHOD, "cnnh") if m in made},
                       sources)
