@@ -472,7 +472,17 @@ def test_runtime_choice_is_checked_and_recorded_in_the_cache_key(tiny_dataset, m
         features.resolve_runtime("onnxruntime", "cpu")
     monkeypatch.setattr(features, "_onnx_available", lambda: True)
     monkeypatch.setattr(features.importlib.metadata, "version", lambda name: "1.0")
-    assert features.features_cache_path(tiny_dataset, "efficientnet_lite0", 32) != torch_path
+    torch_path = features.features_cache_path(tiny_dataset, "efficientnet_lite0", 32, "torch")
+    assert features.features_cache_path(tiny_dataset, "efficientnet_lite0", 32) == torch_path
+    onnx_path = features.features_cache_path(tiny_dataset, "efficientnet_lite0", 32, "auto")
+    assert onnx_path != torch_path
+    # the default comes from HASHSTUDY_RUNTIME (else torch, the committed reports' runtime)
+    monkeypatch.setenv("HASHSTUDY_RUNTIME", "auto")
+    assert features.resolve_runtime(None, "cpu") == "onnxruntime"
+    assert features.features_cache_path(tiny_dataset, "efficientnet_lite0", 32) == onnx_path
+    monkeypatch.setenv("HASHSTUDY_RUNTIME", "fast")
+    with pytest.raises(ValueError, match="runtime"):
+        features.resolve_runtime()
 
 
 @needs_ort

@@ -555,8 +555,9 @@ def preprocess(images: np.ndarray, size: int, mean: Sequence[float],
     return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
 
 
-#: How :func:`extract` runs a backbone on a CPU: ``"auto"`` (ONNX Runtime when the
-#: ``onnxruntime`` package is installed, else PyTorch), ``"torch"`` or ``"onnxruntime"``.
+#: How :func:`extract` can run a backbone: ``"auto"`` (on a CPU, ONNX Runtime when the
+#: ``onnxruntime`` package is installed, else PyTorch), ``"torch"`` or ``"onnxruntime"``;
+#: the default is ``HASHSTUDY_RUNTIME`` or ``"torch"`` (:func:`resolve_runtime`).
 RUNTIMES = ("auto", "torch", "onnxruntime")
 
 #: The smallest cosine similarity allowed between ONNX Runtime's and PyTorch's features
@@ -572,13 +573,19 @@ def _onnx_available() -> bool:
         and importlib.util.find_spec("onnx") is not None
 
 
-def resolve_runtime(runtime: str = "auto", device: Union[str, torch.device, None] = None) -> str:
+def resolve_runtime(runtime: Optional[str] = None,
+                    device: Union[str, torch.device, None] = None) -> str:
     """The runtime :func:`extract` uses: ``"torch"`` or ``"onnxruntime"``.
 
-    ``"auto"`` picks ONNX Runtime on a CPU when ``onnxruntime`` and ``onnx`` are
-    installed (about 1.6 times faster for EfficientNet-Lite0 on this study's
-    2-core machine), PyTorch otherwise and always on an accelerator.
+    ``None`` means the environment variable ``HASHSTUDY_RUNTIME``, by default
+    ``"torch"`` (the runtime of the committed reports). ``"auto"`` picks ONNX
+    Runtime on a CPU when ``onnxruntime`` and ``onnx`` are installed (about 1.6
+    times faster for EfficientNet-Lite0 on this study's 2-core machine; its
+    features agree with PyTorch's to a cosine of 0.9999, but not bit for bit),
+    PyTorch otherwise and always on an accelerator.
     """
+    if runtime is None:
+        runtime = os.environ.get("HASHSTUDY_RUNTIME", "torch")
     config.check_choice("runtime", runtime, RUNTIMES)
     dev = torch.device(device if device is not None else
                        ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -664,7 +671,8 @@ def _default_batch_size(size: int, device: torch.device) -> int:
 @timing.timed("features")
 def extract(images: np.ndarray, backbone: Union[str, Backbone] = "efficientnet_lite0",
             input_size: int = DEFAULT_INPUT_SIZE, batch_size: Optional[int] = None, progress: bool = True,
-            device: Union[str, torch.device, None] = None, runtime: str = "auto") -> np.ndarray:
+            device: Union[str, torch.device, None] = None,
+            runtime: Optional[str] = None) -> np.ndarray:
     """Features of a stack of images.
 
     Parameters
@@ -685,8 +693,9 @@ def extract(images: np.ndarray, backbone: Union[str, Backbone] = "efficientnet_l
         Show a tqdm progress bar.
     device : str or torch.device, optional
         Default: CUDA when available, else the CPU.
-    runtime : {"auto", "torch", "onnxruntime"}, default "auto"
-        See :func:`resolve_runtime`. With ONNX Runtime the module is exported
+    runtime : {"auto", "torch", "onnxruntime"}, optional
+        See :func:`resolve_runtime` (default: ``HASHSTUDY_RUNTIME``, else
+        ``"torch"``). With ONNX Runtime the module is exported
         once per backbone and input size (cached under ``cache/onnx``), and in
         each process the first batch it runs is also run through PyTorch: if
         the two disagree (a cosine below :data:`ONNX_MIN_COSINE` for any image)
@@ -783,7 +792,7 @@ def _weights_identity(spec: _Spec) -> str:
         return f"{spec.weights} (not installed)"
 
 
-def _runtime_identity(runtime: str) -> str:
+def _runtime_identity(runtime: Optional[str]) -> str:
     """The runtime part of a feature cache key: its name and version."""
     engine = resolve_runtime(runtime)
     if engine == "onnxruntime":
@@ -792,7 +801,7 @@ def _runtime_identity(runtime: str) -> str:
 
 
 def features_cache_path(ds, backbone: str = "efficientnet_lite0", input_size: int = DEFAULT_INPUT_SIZE,
-                        runtime: str = "auto") -> Path:
+                        runtime: Optional[str] = None) -> Path:
     """The cache file of :func:`dataset_features` for a loaded dataset.
 
     The name is ``<dataset>-<split>-<backbone>-<size>px-<key>.npz`` under
@@ -839,7 +848,8 @@ def features_cache_path(ds, backbone: str = "efficientnet_lite0", input_size: in
 def dataset_features(dataset, split: Optional[str] = None,
                      backbone: str = "efficientnet_lite0", input_size: int = DEFAULT_INPUT_SIZE,
                      root=None, *, batch_size: Optional[int] = None,
-                     progress: bool = True, runtime: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+                     progress: bool = True,
+                     runtime: Optional[str] = None) -> tuple[np.ndarray, np.ndarray]:
     """Features of every image of a dataset split, cached on disk.
 
     Parameters
