@@ -10,10 +10,10 @@ JOBS ?= 2
 export HASHSTUDY_DATA ?= $(CURDIR)/data
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help venv test test-fast reports notebook benchmark benchmark-search benchmark-encoding clean-smoke
+.PHONY: help venv test test-fast reports notebook benchmark benchmark-search benchmark-c2f benchmark-encoding clean-smoke
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,9 @@ benchmark: $(STAMP)  ## time mAP@1000 on 10,000 x 50,000 64-bit codes against a 
 
 benchmark-search: $(STAMP)  ## time exact and MIH Hamming search (top-10, top-1000, radius 2) over 0.1M, 1M, 10M 64-bit codes
 	$(BIN)/python benchmarks/search_scale.py
+
+benchmark-c2f: $(STAMP)  ## time the latent-layer coarse-to-fine search against an exhaustive F7 scan (CIFAR-10, 1M synthetic; k=10, 1000)
+	$(BIN)/python benchmarks/coarse_to_fine.py
 
 benchmark-encoding: $(STAMP)  ## time encoding a new image: SimpleNet (DSTH journal) against EfficientNet-Lite0
 	$(BIN)/python benchmarks/encoding.py

@@ -50,20 +50,33 @@ _Q_CODES = np.zeros((1, 4), dtype=np.uint8)
 _Q_FEATS = np.zeros((1, 1))
 
 
-@pytest.mark.parametrize("k, radius, pool, expected", [
-    (1, 0, 1, [0]),          # the pool {A} already holds k items
-    (2, 0, 2, [1, 0]),       # grown to radius 1: {A, B}, re-ranked: B is nearer
-    (3, 0, 3, [2, 1, 0]),    # grown to radius 2: {A, B, C}
-    (1, 2, 3, [2]),          # radius 2 from the start: C is the nearest of {A, B, C}
-    (2, 4, 5, [4, 3]),       # the whole database: pure Euclidean ranking
-    (9, 0, 5, [4, 3, 2, 1, 0]),  # k > N returns all N
+@pytest.mark.parametrize("k, radius, factor, pool, expected", [
+    (1, 0, None, 1, [0]),          # the pool {A} already holds k items
+    (2, 0, None, 2, [1, 0]),       # grown to radius 1: {A, B}, re-ranked: B is nearer
+    (3, 0, None, 3, [2, 1, 0]),    # grown to radius 2: {A, B, C}
+    (1, 2, None, 3, [2]),          # radius 2 from the start: C is the nearest of {A, B, C}
+    (2, 4, None, 5, [4, 3]),       # the whole database: pure Euclidean ranking
+    (9, 0, None, 5, [4, 3, 2, 1, 0]),  # k > N returns all N
+    # the default cap of 2 k candidates: the same minimal pools, but the
+    # initial radius only adds shells while the pool stays within the cap
+    (1, 0, 2.0, 1, [0]),
+    (3, 0, 2.0, 3, [2, 1, 0]),
+    (1, 2, 2.0, 2, [1]),           # {A, B}: adding C would exceed 2 candidates
+    (2, 4, 2.0, 4, [3, 2]),        # {A, B, C, D}: E would be the fifth
+    (9, 0, 2.0, 5, [4, 3, 2, 1, 0]),
 ])
 def test_coarse_to_fine_grows_the_pool_then_reranks_by_euclidean_distance(
-        k, radius, pool, expected):
-    res = latent.coarse_to_fine(_Q_CODES, _DB_CODES, _Q_FEATS, _DB_FEATS, k=k, radius=radius)
+        k, radius, factor, pool, expected):
+    res = latent.coarse_to_fine(_Q_CODES, _DB_CODES, _Q_FEATS, _DB_FEATS, k=k, radius=radius,
+                                pool_factor=factor)
     assert res.indices.tolist() == [expected]
     assert res.pool_size.tolist() == [pool]
     assert res.pool_radius.tolist() == [pool - 1]
+
+
+def test_coarse_to_fine_default_is_the_capped_pool():
+    res = latent.coarse_to_fine(_Q_CODES, _DB_CODES, _Q_FEATS, _DB_FEATS, k=1, radius=2)
+    assert latent.POOL_FACTOR == 2.0 and res.pool_cap == 2 and res.pool_size.tolist() == [2]
 
 
 def test_coarse_to_fine_handles_queries_with_different_pool_radii():

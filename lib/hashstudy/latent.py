@@ -21,9 +21,10 @@ binary code with deep CNN for image retrieval"; the study's notebook
 - **Coarse-to-fine search** (sec. III-B, eq. 2, :func:`coarse_to_fine`): the
   coarse level takes as candidate pool every database item whose Hamming
   distance to the query is at most a threshold ``r`` (grown, per query, until
-  the pool holds at least ``k`` items); the fine level re-ranks the pool by the
-  Euclidean distance of ``F7`` features, ``S_i = ||V_q - V_i^P||``, and returns
-  the ``k`` closest.
+  the pool holds at least ``k`` items; the pool is capped at ``2 k``
+  candidates by default, without depending on the order of the database);
+  the fine level re-ranks the pool by the Euclidean distance of ``F7``
+  features, ``S_i = ||V_q - V_i^P||``, and returns the ``k`` closest.
 
 :class:`LatentHasher` wraps training and encoding in the study's hasher shape
 (``fit(X, y)``, ``encode(X) -> {0,1}``; ``supervised = True``), with trained
@@ -48,7 +49,8 @@ Metric keys of :attr:`LatentResult.metrics` (relative to a
     The same for the coarse-to-fine search asked for ``K`` results
     (precision@k is the precision of its first ``k`` results).
 ``coarse_to_fine/mean_pool_size``, ``coarse_to_fine/mean_pool_radius``
-    Average candidate-pool size and Hamming threshold actually used.
+    Average candidate-pool size (after the cap) and Hamming threshold
+    actually used.
 ``near_binary_fraction``
     Fraction of the database's latent activations below 0.1 or above 0.9:
     how close to binary the sigmoid units are ("the activations almost
@@ -63,9 +65,11 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 import torch
+from numba import njit, prange
 from torch import nn
 
 from . import config, features, hamming, metrics, training
+from .hamming import _row_distances
 
 __all__ = [
     "LATENT_VERSION",
@@ -532,6 +536,19 @@ class LatentHasher:
 # Coarse-to-fine search (sec. III-B)
 # --------------------------------------------------------------------------- #
 
+#: Default ``pool_factor`` of :func:`coarse_to_fine`: a pool holds at most
+#: ``2 k`` candidates. With ``pool_factor >= 2`` the cap never changes which
+#: ``k`` items the paper's minimal pool (whole Hamming shells up to the first
+#: radius holding ``k`` items) returns; it only stops an initial ``radius``
+#: from adding more shells than the cap allows (see :func:`coarse_to_fine`).
+POOL_FACTOR = 2.0
+
+#: Queries searched per call of the kernels (bounds the candidate buffers).
+_C2F_BLOCK = 1024
+#: Smallest candidate buffer per query; a query with more candidates is
+#: searched again with a buffer that fits.
+_C2F_MIN_BUFFER = 4096
+
 
 @dataclass
 class CoarseToFine:
@@ -543,74 +560,382 @@ class CoarseToFine:
         Database positions of the returned items, closest first (Euclidean
         distance of the features; ties by Hamming distance, then index).
     pool_radius : int64 (Q,)
-        Hamming threshold used for each query (the requested radius, or the
-        smallest larger one whose pool holds ``k`` items).
+        Hamming threshold of each query's pool: every item closer than it is
+        in the pool, and items at exactly this distance (the boundary shell)
+        are in the pool whole, or, where the cap cut the shell, those of them
+        nearest in feature distance.
     pool_size : int64 (Q,)
-        Number of candidates in each query's pool.
+        Number of candidates in each query's pool (at most :attr:`pool_cap`).
+    scored : int64 (Q,)
+        Number of fine (Euclidean) distances computed per query: the pool,
+        plus, where the cap cut the boundary shell, the rest of that shell
+        (choosing its nearest items needs their distances).
+    pool_cap : int or None
+        The cap in items, ``ceil(pool_factor * k)``; None when uncapped.
+    pool_seconds : float
+        Wall time of the coarse level: Hamming distances, radius choice and
+        candidate lists.
+    rerank_seconds : float
+        Wall time of the fine level: Euclidean distances and ranking.
     """
 
     indices: np.ndarray
     pool_radius: np.ndarray
     pool_size: np.ndarray
+    scored: Optional[np.ndarray] = None
+    pool_cap: Optional[int] = None
+    pool_seconds: float = 0.0
+    rerank_seconds: float = 0.0
+
+    @property
+    def seconds(self) -> float:
+        """Wall time of the whole search (coarse plus fine level)."""
+        return self.pool_seconds + self.rerank_seconds
+
+
+@njit(parallel=True, cache=True)
+def _c2f_pool_kernel(qw, dwt, nbins, k, r0, cap, out_idx, out_count, out_inner, out_radius):
+    """Coarse level, one Hamming pass per query.
+
+    Chooses the pool radius ``r`` (the first radius whose shells hold ``k``
+    items, raised towards ``r0`` while the pool stays within ``cap``; ``cap <
+    0``: no cap) and writes the items within ``r`` into ``out_idx[i]`` in
+    (Hamming distance, index) order when they fit its ``out_idx.shape[1]``
+    columns. ``out_count[i]`` is their number, ``out_inner[i]`` the number
+    closer than ``r``.
+    """
+    n = dwt.shape[1]
+    buf = out_idx.shape[1]
+    for i in prange(qw.shape[0]):
+        dist = np.empty(n, np.uint16)
+        _row_distances(qw, i, dwt, dist)
+        hist = np.zeros(nbins, np.int64)
+        for j in range(n):
+            hist[dist[j]] += 1
+        c = 0
+        rk = nbins - 1
+        for t in range(nbins):
+            c += hist[t]
+            if c >= k:
+                rk = t
+                break
+        r = rk
+        for t in range(rk + 1, min(r0, nbins - 1) + 1):
+            if cap >= 0 and c + hist[t] > cap:
+                break
+            c += hist[t]
+            r = t
+        out_radius[i] = r
+        out_count[i] = c
+        out_inner[i] = c - hist[r]
+        if c > buf:
+            continue
+        start = np.empty(r + 1, np.int64)
+        s = 0
+        for t in range(r + 1):
+            start[t] = s
+            s += hist[t]
+        for j in range(n):
+            t = dist[j]
+            if t <= r:
+                out_idx[i, start[t]] = j
+                start[t] += 1
+
+
+@njit(cache=True)
+def _smallest(e, m, use_keys):
+    """Positions of the ``m`` smallest entries of ``e``, ordered by (value, position).
+
+    ``use_keys``: ``e`` holds float32 values (non-negative or NaN); they are
+    ranked as 64-bit keys ``(bits of the value) << 32 | position``, which
+    sorts twice as fast as an index sort. Otherwise: a partial selection, an
+    index sort and equal values put in position order. NaN ranks last.
+    """
+    n = len(e)
+    m = min(m, n)
+    if use_keys:
+        bits = e.astype(np.float32).view(np.uint32)
+        keys = np.empty(n, np.int64)
+        for a in range(n):
+            keys[a] = (np.int64(bits[a]) << 32) | a
+        if m < n:
+            keys = np.partition(keys, m - 1)[:m]
+        keys = np.sort(keys)
+        return keys & np.int64(0xFFFFFFFF)
+    sel = np.arange(n)
+    if m < n:
+        tau = np.partition(e, m - 1)[m - 1]
+        cnt = 0
+        for a in range(n):
+            if e[a] <= tau:
+                sel[cnt] = a
+                cnt += 1
+        sel = sel[:cnt] if cnt >= m else np.arange(n)  # fewer: NaN among the m smallest
+    sel = sel[np.argsort(e[sel], kind="quicksort")]
+    i = 0
+    while i < len(sel):
+        j = i + 1
+        while j < len(sel) and e[sel[j]] == e[sel[i]]:
+            j += 1
+        if j - i > 1:
+            sel[i:j] = np.sort(sel[i:j])
+        i = j
+    return sel[:m]
+
+
+@njit(cache=True, fastmath=True)
+def _c2f_rerank_one(cand, c, nin, cap, q, df, k, use_keys, out):
+    """Fine level of one query: see :func:`_c2f_rerank_kernel`."""
+    dim = q.shape[0]
+    e = np.empty(c, q.dtype)
+    for a in range(c):
+        j = cand[a]
+        s = (q[0] - df[j, 0]) * (q[0] - df[j, 0])
+        for d in range(1, dim):
+            diff = q[d] - df[j, d]
+            s += diff * diff
+        e[a] = s
+    if cap >= 0 and c > cap and cap - nin < k:
+        # the cut boundary shell keeps its cap - nin items nearest in feature distance;
+        # (with cap - nin >= k the cut cannot change the k nearest: skipped)
+        keep = np.sort(_smallest(e[nin:c], cap - nin, use_keys)) + nin
+        pool = np.empty(cap, np.int64)
+        pool[:nin] = np.arange(nin)
+        pool[nin:] = keep
+        best = pool[_smallest(e[pool], k, use_keys)]
+    else:
+        best = _smallest(e, k, use_keys)
+    for t in range(k):
+        out[t] = cand[best[t]]
+
+
+@njit(parallel=True, cache=True)
+def _c2f_rerank_kernel(starts, cand, count, inner, cap, qf, df, k, use_keys, out):
+    """Fine level: squared Euclidean distances of each pool, the ``k`` nearest.
+
+    The candidates of query ``qf[p]`` are ``cand[starts[p]:starts[p] + count[p]]``
+    in (Hamming distance, index) order, the first ``inner[p]`` closer than
+    the boundary shell (``starts[p] < 0``: skip the row). Where ``count[p] >
+    cap >= 0`` only the ``cap - inner[p]`` boundary items nearest in feature
+    distance (ties: index) join the pool. ``out[p]`` gets the ``k`` nearest
+    pool items, ties by (Hamming distance, index).
+    """
+    for p in prange(qf.shape[0]):
+        s = starts[p]
+        if s >= 0:
+            _c2f_rerank_one(cand[s:s + count[p]], count[p], inner[p], cap, qf[p], df, k,
+                            use_keys, out[p])
+
+
+def _check_pool_factor(pool_factor) -> Optional[float]:
+    if pool_factor is None:
+        return None
+    ok = isinstance(pool_factor, (int, float, np.integer, np.floating)) \
+        and not isinstance(pool_factor, (bool, np.bool_))
+    if not ok or not np.isfinite(pool_factor) or pool_factor < 1:
+        raise ValueError(f"pool_factor must be None (no cap) or a finite number >= 1 (the cap "
+                         f"as a multiple of k), got {pool_factor!r}")
+    return float(pool_factor)
+
+
+def _scan_pools(q: "hamming.PackedCodes", dwt: np.ndarray, k: int, r0: int, cap: int,
+                buf: int):
+    """Pools of a block of queries by one Hamming scan each (:func:`_c2f_pool_kernel`).
+
+    Returns ``(starts, cand, count, inner, radius, over, second)``: the pool
+    of query ``p`` is ``cand[starts[p]:starts[p] + count[p]]``, ``inner[p]``
+    of them closer than the pool radius ``radius[p]``; the rows ``over`` had
+    more candidates than ``buf`` (their ``starts`` are -1) and were scanned
+    again into ``second = (starts, cand)`` (None when there are none).
+    """
+    m = len(q)
+    idx = np.empty((m, buf), dtype=np.int64)
+    count, inner, radius = (np.empty(m, dtype=np.int64) for _ in range(3))
+    with hamming._threads_for(m):
+        _c2f_pool_kernel(q.words, dwt, q.bits + 1, k, r0, cap, idx, count, inner, radius)
+    starts = np.arange(m, dtype=np.int64) * buf
+    over = np.flatnonzero(count > buf)
+    second = None
+    if len(over):  # pools larger than the buffer: those queries again, with room
+        width = int(count[over].max())
+        idx2 = np.empty((len(over), width), dtype=np.int64)
+        with hamming._threads_for(len(over)):
+            _c2f_pool_kernel(q.words[over], dwt, q.bits + 1, k, r0, cap, idx2,
+                             *(np.empty(len(over), dtype=np.int64) for _ in range(3)))
+        starts[over] = -1
+        second = (np.arange(len(over), dtype=np.int64) * width, idx2.ravel())
+    return starts, idx.ravel(), count, inner, radius, over, second
+
+
+def _index_pools(index: "hamming.SearchIndex", q: "hamming.PackedCodes", k: int, r0: int,
+                 cap: int):
+    """The same pools as :func:`_scan_pools`, from a :class:`hamming.SearchIndex`.
+
+    The ``k``-th Hamming distance (a top-``k`` search) fixes the smallest
+    radius holding ``k`` items; a radius search up to ``max(that, r0)``
+    gives the shells to choose from. Both searches return items in
+    (distance, index) order, as the scan does, so the pools are identical.
+    """
+    m = len(q)
+    _, dist_k = index.search(q, k=k)
+    rk = dist_k[:, -1].astype(np.int64)
+    ask = np.maximum(rk, r0)
+    count, inner, radius = (np.empty(m, dtype=np.int64) for _ in range(3))
+    pools = [None] * m
+    for r in np.unique(ask):
+        rows = np.flatnonzero(ask == r)
+        ids, dists = index.search(q[rows], radius=int(r))
+        for j, i in enumerate(rows):
+            d = dists[j]
+            ends = np.searchsorted(d, np.arange(rk[i], r + 1), side="right")  # cum. counts
+            t = 0
+            while t + 1 < len(ends) and (cap < 0 or ends[t + 1] <= cap):
+                t += 1
+            radius[i] = rk[i] + t
+            count[i] = ends[t]
+            inner[i] = np.searchsorted(d, radius[i], side="left")
+            pools[i] = ids[j][: ends[t]]
+    starts = np.zeros(m, dtype=np.int64)
+    np.cumsum(count[:-1], out=starts[1:])
+    cand = np.concatenate(pools).astype(np.int64, copy=False) if m else np.empty(0, np.int64)
+    return starts, cand, count, inner, radius, np.empty(0, np.int64), None
 
 
 def coarse_to_fine(query_codes, db_codes, query_features, db_features, k: int,
-                   radius: int = 0) -> CoarseToFine:
+                   radius: int = 0, pool_factor: Optional[float] = POOL_FACTOR) -> CoarseToFine:
     """Coarse-to-fine search (sec. III-B): Hamming pool, Euclidean re-ranking (eq. 2).
 
     Coarse level: the pool ``P`` of a query is every database item within
-    Hamming distance ``<= r`` of the query's code, where ``r`` starts at
-    ``radius`` and grows (per query) until ``P`` holds at least ``k`` items
-    (all items if the database is smaller than ``k``). Fine level: the pool is
+    Hamming distance ``<= r`` of the query's code. ``r`` is the smallest
+    radius whose pool holds at least ``k`` items (all items if the database
+    is smaller than ``k``), raised towards the initial threshold ``radius``
+    one whole distance shell at a time while the pool stays within the cap of
+    ``ceil(pool_factor * k)`` items. When the shell that brings the pool to
+    ``k`` items alone takes it past the cap, that boundary shell is cut: of
+    its items, the pool takes those nearest to the query in feature distance
+    (ties by database index) until it holds the cap. Fine level: the pool is
     ranked by ``S_i = ||V_q - V_i^P||`` (eq. 2) and the ``k`` closest are
     returned.
+
+    The pool never depends on the order in which the database is stored:
+    shells are taken whole, and a cut shell is cut by the fine distance (so
+    its distances are computed for the whole shell, which
+    :attr:`CoarseToFine.scored` counts: the cap bounds the pool, not that
+    work). Fewer than ``k`` items lie inside the boundary shell, so with
+    ``pool_factor >= 2`` at least ``k`` of the shell's nearest items stay in
+    the pool and a cut never changes the ``k`` results; the cap then only
+    stops ``radius`` from adding shells beyond it.
 
     Parameters
     ----------
     query_codes : {0,1} array (Q, bits) or PackedCodes
-    db_codes : {0,1} array (N, bits) or PackedCodes
+    db_codes : {0,1} array (N, bits), PackedCodes or hamming.SearchIndex
+        With a :class:`hamming.SearchIndex` that uses multi-index hashing
+        (``method="mih"``, or ``"auto"`` on ``N >= hamming.AUTO_MIN_DATABASE``
+        codes), the pools come from its top-k and radius searches instead of
+        a scan of every code; the pools, and so the results, are the same.
+        Keep one index to search a large database repeatedly.
     query_features : float array (Q, D)
     db_features : float array (N, D)
-        ``F7`` features ``V`` of the queries and the database.
+        ``F7`` features ``V`` of the queries and the database, finite (not
+        checked: that would read the whole database). float32 and float64
+        are used as they are (a C-contiguous array, a memory map included,
+        is not copied); other dtypes are converted to float64. Query
+        features are converted to the database's dtype.
     k : int, >= 1
         Number of results; ``k > N`` returns all ``N``.
     radius : int, >= 0
-        Initial Hamming threshold of the pool.
+        Initial Hamming threshold of the pool (values above ``bits`` count
+        as ``bits``).
+    pool_factor : float >= 1 or None, default :data:`POOL_FACTOR` (2.0)
+        Cap on the pool size as a multiple of ``k``: at most
+        ``ceil(pool_factor * k)`` candidates. ``None``: no cap, the pool is
+        every item within ``max(radius, smallest radius holding k items)``
+        (the behaviour before the cap existed).
 
     Returns
     -------
     CoarseToFine
+        Results, pool radii and sizes, and the time spent at each level.
+
+    Notes
+    -----
+    Both levels run as numba kernels, one query per task, queries sorted by
+    code so that neighbouring tasks re-rank overlapping pools from cache.
+    Squared distances are summed in the features' dtype (float32 for the
+    study's features), so items whose distances differ by rounding only may
+    swap places relative to a float64 computation.
     """
     if isinstance(radius, (bool, np.bool_)) or not isinstance(radius, (int, np.integer)) \
             or radius < 0:
         raise ValueError(f"radius must be a non-negative integer, got {radius!r}")
     if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
-    q, d = hamming.pack(query_codes), hamming.pack(db_codes)
+    factor = _check_pool_factor(pool_factor)
+    index = db_codes if isinstance(db_codes, hamming.SearchIndex) else None
+    q = hamming.pack(query_codes)
+    d = index.codes if index is not None else hamming.pack(db_codes)
+    if q.bits != d.bits:
+        raise ValueError(f"query codes have {q.bits} bits but database codes have {d.bits}")
     qf, df = np.asarray(query_features), np.asarray(db_features)
-    if qf.ndim != 2 or df.ndim != 2 or qf.shape[1] != df.shape[1] \
+    if qf.ndim != 2 or df.ndim != 2 or qf.shape[1] != df.shape[1] or qf.shape[1] == 0 \
             or len(qf) != len(q) or len(df) != len(d):
-        raise ValueError(f"features must be (Q, D) and (N, D) matching {len(q)} query and "
-                         f"{len(d)} database codes; got {qf.shape} and {df.shape}")
+        raise ValueError(f"features must be (Q, D) and (N, D) with D >= 1, matching {len(q)} "
+                         f"query and {len(d)} database codes; got {qf.shape} and {df.shape}")
+    for name, a in (("query_features", qf), ("db_features", df)):
+        if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
+            raise ValueError(f"{name} must be numeric (float or integer), got {a.dtype}")
     n = len(d)
     if n == 0:
         raise ValueError("the database is empty")
+    if df.dtype not in (np.float32, np.float64):
+        df = df.astype(np.float64)
+    df = np.ascontiguousarray(df)
+    qf = np.ascontiguousarray(qf, dtype=df.dtype)
+    use_keys = df.dtype == np.float32
     k = min(int(k), n)
-    counts = hamming.histograms(q, d).counts                 # (Q, bits + 1)
-    reach = np.cumsum(counts, axis=1) >= k
-    needed = reach.argmax(axis=1)                             # smallest radius holding k items
-    radii = np.maximum(needed, min(int(radius), q.bits)).astype(np.int64)
-    sizes = np.cumsum(counts, axis=1)[np.arange(len(q)), radii].astype(np.int64)
-    out = np.empty((len(q), k), dtype=np.int64)
-    for r in np.unique(radii):
-        rows = np.flatnonzero(radii == r)
-        hits = hamming.radius_search(q[rows], d, int(r))
-        for j, i in enumerate(rows):
-            pool = hits.row(j)                                 # in (Hamming, index) order
-            diff = df[pool] - qf[i]
-            dist = np.einsum("ij,ij->i", diff, diff)
-            out[i] = pool[np.argsort(dist, kind="stable")[:k]]
-    return CoarseToFine(out, radii, sizes)
+    r0 = min(int(radius), q.bits)
+    cap = None if factor is None else int(np.ceil(factor * k))
+    c_cap = -1 if cap is None else cap
+    buf = min(n, max(cap or 0, 2 * k, _C2F_MIN_BUFFER))
+    use_index = index is not None and index.uses_mih
+    n_q = len(q)
+    radii = np.zeros(n_q, dtype=np.int64)
+    count = np.zeros(n_q, dtype=np.int64)
+    out = np.empty((n_q, k), dtype=np.int64)
+    pool_s = rerank_s = 0.0
+    t0 = time.perf_counter()
+    dwt = None if use_index else hamming._transposed(d)
+    order = np.lexsort(q.words.T[::-1])  # similar codes, similar pools: next to each other
+    pool_s += time.perf_counter() - t0
+    for lo in range(0, n_q, _C2F_BLOCK):
+        rows = order[lo:lo + _C2F_BLOCK]
+        t0 = time.perf_counter()
+        qb = q[rows]
+        if use_index:
+            starts, cand, b_count, b_inner, b_radius, over, second = _index_pools(
+                index, qb, k, r0, c_cap)
+        else:
+            starts, cand, b_count, b_inner, b_radius, over, second = _scan_pools(
+                qb, dwt, k, r0, c_cap, buf)
+        t1 = time.perf_counter()
+        qfb = qf[rows]
+        b_out = np.empty((len(rows), k), dtype=np.int64)
+        with hamming._threads_for(len(rows)):  # rows with starts < 0 are skipped
+            _c2f_rerank_kernel(starts, cand, b_count, b_inner, c_cap, qfb, df, k, use_keys,
+                               b_out)
+        if len(over):
+            out_over = np.empty((len(over), k), dtype=np.int64)
+            with hamming._threads_for(len(over)):
+                _c2f_rerank_kernel(second[0], second[1], b_count[over], b_inner[over], c_cap,
+                                   qfb[over], df, k, use_keys, out_over)
+            b_out[over] = out_over
+        pool_s += t1 - t0
+        rerank_s += time.perf_counter() - t1
+        radii[rows], count[rows], out[rows] = b_radius, b_count, b_out
+    size = count if cap is None else np.minimum(count, cap)
+    return CoarseToFine(out, radii, size, scored=count, pool_cap=cap, pool_seconds=pool_s,
+                        rerank_seconds=rerank_s)
 
 
 def precision_at_k_from_ranking(ranked_labels, query_labels, ks=None) -> np.ndarray:
@@ -691,7 +1016,7 @@ class LatentResult:
 
 def experiment(hasher: LatentHasher, X, labels, split, *, pool_radius: int = 2,
                max_k: int = 1000, ks: Sequence[int] = (1, 10, 100, 500, 1000),
-               n_show: int = 10) -> LatentResult:
+               n_show: int = 10, pool_factor: Optional[float] = POOL_FACTOR) -> LatentResult:
     """Train the latent-layer network on a split and measure sec. IV's numbers.
 
     Parameters
@@ -708,6 +1033,9 @@ def experiment(hasher: LatentHasher, X, labels, split, *, pool_radius: int = 2,
         ``split.n_train_split`` onwards).
     pool_radius : int, default 2
         Initial Hamming threshold of the coarse-to-fine pool.
+    pool_factor : float >= 1 or None, default :data:`POOL_FACTOR`
+        Cap of the coarse-to-fine pool as a multiple of ``max_k`` (None: no
+        cap); see :func:`coarse_to_fine`.
     max_k : int, default 1000
         Depth of the precision curves and of the coarse-to-fine search.
     ks : sequence of int
@@ -741,7 +1069,8 @@ def experiment(hasher: LatentHasher, X, labels, split, *, pool_radius: int = 2,
     coarse_curve = metrics.precision_curve(qc, dc, ql, dl, max_k=max_k)
     out[f"min_precision@{max_k}"] = float(coarse_curve.min())
 
-    fine = coarse_to_fine(qc, dc, fc7[qi], fc7[di], k=max_k, radius=pool_radius)
+    fine = coarse_to_fine(qc, dc, fc7[qi], fc7[di], k=max_k, radius=pool_radius,
+                          pool_factor=pool_factor)
     fine_curve = precision_at_k_from_ranking(dl[fine.indices], ql)
     fine_at = precision_at_k_from_ranking(dl[fine.indices], ql, ks)
     for k, v in zip(ks, fine_at):

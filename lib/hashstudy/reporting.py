@@ -184,7 +184,8 @@ class Report:
         steps["other"] = round(max(0.0, self.meta["wall_time_s"] - sum(steps.values())), 1)
         self.meta["step_seconds"] = steps
         self.meta["cache"] = {k: v - self._counts0.get(k, 0) for k, v in timing.counts().items()}
-        self.meta["threads"] = torch.get_num_threads()
+        threads = getattr(torch, "get_num_threads", None)  # torch's intra-op threads
+        self.meta["threads"] = threads() if callable(threads) else None
         self.meta["versions"] = {"python": platform.python_version(), "numpy": numpy.__version__,
                                  "torch": torch.__version__}
         cache.write_json(self.path("meta.json"), self.meta)
