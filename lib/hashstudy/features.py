@@ -579,9 +579,8 @@ def resolve_runtime(runtime: Optional[str] = None,
 
     ``None`` means the environment variable ``HASHSTUDY_RUNTIME``, by default
     ``"torch"`` (the runtime of the committed reports). ``"auto"`` picks ONNX
-    Runtime on a CPU when ``onnxruntime`` and ``onnx`` are installed (about 1.6
-    times faster for EfficientNet-Lite0 on this study's 2-core machine; its
-    features agree with PyTorch's to a cosine of 0.9999, but not bit for bit),
+    Runtime on a CPU when ``onnxruntime`` and ``onnx`` are installed (faster for
+    EfficientNet-Lite0 on a CPU, see ``benchmarks/encoding.py``; its features agree with PyTorch's to a cosine of 0.9999, but not bit for bit),
     PyTorch otherwise and always on an accelerator.
     """
     if runtime is None:
