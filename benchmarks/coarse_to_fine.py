@@ -89,6 +89,8 @@ import os
 import sys
 import time
 
+from machine import all_cores, describe  # benchmarks/machine.py
+
 # the metrics.json keys this script writes (search_scale.py and encoding.py own others)
 OWNED_PREFIXES = ("cifar10/latent/", "synthetic1m/latent/")
 KS = (10, 1000)
@@ -111,13 +113,6 @@ NOTEBOOK_QUICK = {  # notebook 02, profile quick, CIFAR-10 part (used when meta.
     "code_threshold": 0.5, "pool_radius": 2, "input_size": 128, "split": {},
     "cifar10": {"epochs": 30, "batch_size": 256, "lr": 1e-3}, "threads": 1,
 }
-
-
-def all_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def parse_args(argv=None):
@@ -174,7 +169,6 @@ if ARGS is not None:  # thread counts must be set before numba, BLAS and faiss l
     os.environ["NUMBA_NUM_THREADS"] = str(max(ARGS.threads, pool))
 
 import json  # noqa: E402
-import platform  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numba  # noqa: E402
@@ -783,36 +777,11 @@ def figure(rows, path: Path) -> None:
     plt.close(fig)
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def meta(args, res: dict, load_before) -> dict:
-    try:
-        with open("/proc/meminfo") as f:
-            mem = int(f.readline().split()[1]) * 1024
-    except OSError:
-        mem = None
     return {
         "benchmark": "coarse_to_fine",
         "profile": args.profile,
-        "machine": {
-            "cpu_model": cpu_model(),
-            "cores": os.cpu_count(),
-            "cores_available": all_cores(),
-            "memory_bytes": mem,
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "load_average_before": load_before,
-            "load_average_after": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        },
+        "machine": describe(load_before),
         "versions": {"numpy": np.__version__, "numba": numba.__version__,
                      "faiss": getattr(faiss, "__version__", None)},
         "parameters": {

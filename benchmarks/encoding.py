@@ -27,8 +27,6 @@ with ``--smoke``), and ``encoding.csv``, ``encoding.txt``,
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import time
 
@@ -36,6 +34,7 @@ import numpy as np
 import torch
 
 from hashstudy import cache, config, data, features
+from machine import describe, load_average  # benchmarks/machine.py
 from hashstudy import dsth_journal as dj
 
 OWNED_PREFIXES = ("cifar10/encode/",)
@@ -108,7 +107,7 @@ def main(argv=None) -> int:
     profile = "smoke" if args.smoke else "quick"
     out = config.reports_dir("benchmarks", profile) if not args.out else \
         __import__("pathlib").Path(args.out)
-    load_before = list(os.getloadavg())
+    load_before = load_average()
     t0 = time.time()
     rows = measure(args)
     metrics = {}
@@ -129,8 +128,8 @@ def main(argv=None) -> int:
              f"{'network':<22}{'runtime':<14}{'input':>7}{'ms/image':>11}"]
     for r in rows:
         lines.append(f"{r['net']:<22}{r['runtime']:<14}{r['input_px']:>5}px{r['ms_per_image']:>11.3f}")
-    lines += ["", f"Claim (DSTH journal): the hash-function stage's simple network encodes new "
-                  f"images faster than the label stage's deep network.",
+    lines += ["", "Claim (DSTH journal): the hash-function stage's simple network encodes new "
+                  "images faster than the label stage's deep network.",
               f"Measured: SimpleNet {metrics['cifar10/encode/simplenet/ms_per_image']:.3f} ms per "
               f"image against {metrics['cifar10/encode/efficientnet_lite0/ms_per_image']:.3f} ms "
               f"for EfficientNet-Lite0 ({used}), {ratio:.1f} times faster."]
@@ -143,10 +142,8 @@ def main(argv=None) -> int:
     cache.write_text(out / "encoding.csv", header + "".join(
         f"{r['net']},{r['runtime']},{r['input_px']},{r['ms_per_image']:.6f}\n" for r in rows))
     cache.write_json(out / "encoding_meta.json", {
-        "parameters": vars(args), "threads": torch.get_num_threads(), "cores": os.cpu_count(),
-        "machine": platform.machine(), "processor": platform.processor(),
-        "python": platform.python_version(), "torch": torch.__version__,
-        "load_average_before": load_before, "load_average_after": list(os.getloadavg()),
+        "parameters": vars(args), "threads": torch.get_num_threads(),
+        "machine": describe(load_before), "torch": torch.__version__,
         "wall_s": round(time.time() - t0, 1), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     print(f"\nwrote {out}/metrics.json (merged), encoding.csv, encoding.txt, encoding_meta.json")
     return 0

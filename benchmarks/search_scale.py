@@ -55,6 +55,8 @@ import os
 import sys
 import time
 
+from machine import all_cores, describe  # benchmarks/machine.py
+
 OWNED_PREFIXES = ("data/", "hamming/", "search/")  # the metrics.json keys this script writes
 DEFAULT_SIZES = (100_000, 1_000_000, 10_000_000)
 SMOKE_SIZES = (2_000, 5_000)
@@ -63,13 +65,6 @@ METHODS = ("hashstudy-exact", "hashstudy-mih", "hashstudy-auto", "faiss-flat", "
 CLASSES = 1000
 FLIP_RANGE = (0.02, 0.20)
 CHUNK = 1 << 18  # codes generated per seeded chunk
-
-
-def all_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def parse_args(argv=None):
@@ -115,7 +110,6 @@ if ARGS is not None:  # thread counts must be set before numba and faiss load
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     os.environ.setdefault("MKL_NUM_THREADS", "1")
 
-import platform  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numba  # noqa: E402
@@ -549,36 +543,11 @@ def figure(rows, path: Path) -> None:
     plt.close(fig)
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def meta(args, wall_s: float, load_before) -> dict:
-    try:
-        with open("/proc/meminfo") as f:
-            mem = int(f.readline().split()[1]) * 1024
-    except OSError:
-        mem = None
     return {
         "benchmark": "search_scale",
         "profile": args.profile,
-        "machine": {
-            "cpu_model": cpu_model(),
-            "cores": os.cpu_count(),
-            "cores_available": all_cores(),
-            "memory_bytes": mem,
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "load_average_before": load_before,
-            "load_average_after": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        },
+        "machine": describe(load_before),
         "versions": {
             "numpy": np.__version__,
             "numba": numba.__version__,
