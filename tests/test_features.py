@@ -467,19 +467,22 @@ def test_runtime_choice_is_checked_and_recorded_in_the_cache_key(tiny_dataset, m
     torch_path = features.features_cache_path(tiny_dataset, "efficientnet_lite0", 32, "torch")
     monkeypatch.setattr(features, "_onnx_available", lambda: False)
     assert features.resolve_runtime("auto", "cpu") == "torch"
+    monkeypatch.delenv("HASHSTUDY_RUNTIME", raising=False)
     assert features.features_cache_path(tiny_dataset, "efficientnet_lite0", 32) == torch_path
     with pytest.raises(ModuleNotFoundError, match="pip install onnxruntime onnx"):
         features.resolve_runtime("onnxruntime", "cpu")
     monkeypatch.setattr(features, "_onnx_available", lambda: True)
     monkeypatch.setattr(features.importlib.metadata, "version", lambda name: "1.0")
     torch_path = features.features_cache_path(tiny_dataset, "efficientnet_lite0", 32, "torch")
-    assert features.features_cache_path(tiny_dataset, "efficientnet_lite0", 32) == torch_path
     onnx_path = features.features_cache_path(tiny_dataset, "efficientnet_lite0", 32, "auto")
     assert onnx_path != torch_path
-    # the default comes from HASHSTUDY_RUNTIME (else torch, the committed reports' runtime)
-    monkeypatch.setenv("HASHSTUDY_RUNTIME", "auto")
+    # the default comes from HASHSTUDY_RUNTIME, else auto (the committed reports' runtime)
+    monkeypatch.delenv("HASHSTUDY_RUNTIME", raising=False)
     assert features.resolve_runtime(None, "cpu") == "onnxruntime"
     assert features.features_cache_path(tiny_dataset, "efficientnet_lite0", 32) == onnx_path
+    monkeypatch.setenv("HASHSTUDY_RUNTIME", "torch")
+    assert features.resolve_runtime(None, "cpu") == "torch"
+    assert features.features_cache_path(tiny_dataset, "efficientnet_lite0", 32) == torch_path
     monkeypatch.setenv("HASHSTUDY_RUNTIME", "fast")
     with pytest.raises(ValueError, match="runtime"):
         features.resolve_runtime()

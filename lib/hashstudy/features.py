@@ -557,7 +557,7 @@ def preprocess(images: np.ndarray, size: int, mean: Sequence[float],
 
 #: How :func:`extract` can run a backbone: ``"auto"`` (on a CPU, ONNX Runtime when the
 #: ``onnxruntime`` package is installed, else PyTorch), ``"torch"`` or ``"onnxruntime"``;
-#: the default is ``HASHSTUDY_RUNTIME`` or ``"torch"`` (:func:`resolve_runtime`).
+#: the default is ``HASHSTUDY_RUNTIME`` or ``"auto"`` (:func:`resolve_runtime`).
 RUNTIMES = ("auto", "torch", "onnxruntime")
 
 #: The smallest cosine similarity allowed between ONNX Runtime's and PyTorch's features
@@ -578,13 +578,15 @@ def resolve_runtime(runtime: Optional[str] = None,
     """The runtime :func:`extract` uses: ``"torch"`` or ``"onnxruntime"``.
 
     ``None`` means the environment variable ``HASHSTUDY_RUNTIME``, by default
-    ``"torch"`` (the runtime of the committed reports). ``"auto"`` picks ONNX
-    Runtime on a CPU when ``onnxruntime`` and ``onnx`` are installed (faster for
-    EfficientNet-Lite0 on a CPU, see ``benchmarks/encoding.py``; its features agree with PyTorch's to a cosine of 0.9999, but not bit for bit),
-    PyTorch otherwise and always on an accelerator.
+    ``"auto"`` (the runtime of the committed reports). ``"auto"`` picks ONNX
+    Runtime on a CPU when ``onnxruntime`` and ``onnx`` are installed (about three
+    times faster for EfficientNet-Lite0 on a CPU, see ``benchmarks/encoding.py``;
+    its features agree with PyTorch's to a cosine of 0.9999, but not bit for
+    bit), PyTorch otherwise and always on an accelerator. ``"torch"`` gives
+    PyTorch's features everywhere.
     """
     if runtime is None:
-        runtime = os.environ.get("HASHSTUDY_RUNTIME", "torch")
+        runtime = os.environ.get("HASHSTUDY_RUNTIME", "auto")
     config.check_choice("runtime", runtime, RUNTIMES)
     dev = torch.device(device if device is not None else
                        ("cuda" if torch.cuda.is_available() else "cpu"))
