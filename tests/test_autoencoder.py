@@ -372,10 +372,12 @@ def test_training_follows_the_end_and_the_pace():
     for r in final.itertuples():  # the final table is the last epoch's held-out statistics
         last = runs[(r.b_end, r.pace)].history_["logs"][-1]
         assert (r.binary_fraction, r.mse_binary) == (last["val_binary_fraction"], last["val_mse_binary"])
-    ladder = ae.ladder_table(keyed)  # one row per rung while b rises, read at the rung's last epoch
+    # one row per value of b while it rises, read at the last epoch at that value (the rungs held
+    # at b_end count as one)
+    ladder = ae.ladder_table(keyed)
     assert list(ladder.columns) == list(ae.LADDER_COLUMNS)
-    assert ladder[ladder.pace == 2].epoch.tolist() == [2, 4, 6] and ladder[ladder.pace == 2].b.tolist() == \
-        pytest.approx([1, 8, 8])
+    assert ladder[ladder.pace == 2].epoch.tolist() == [2, 6] and ladder[ladder.pace == 2].b.tolist() == \
+        pytest.approx([1, 8])
     assert ladder[(ladder.pace == 1) & (ladder.b_end == 1000)].b.tolist() == pytest.approx([1, 31.6227766, 1000])
     with pytest.raises(ValueError, match="without held-out"):
         ae.final_table({(8.0, 1, 6, 1): {"logs": [{"epoch": 1, "b": 1.0}], "schedule": {}}})
@@ -517,3 +519,21 @@ def test_compare_reports_every_method_on_the_same_queries(isolated_dirs):
     want = ae.evaluate_excluding_self(c.query, c.database, labels[split.query], labels[split.database],
                                       ae.self_positions(split), ["precision@90"])["precision@90"]
     assert lsh == pytest.approx(want)
+
+
+def test_profile_sizes_and_candidate_schedule():
+    sizes = ae.PROFILE_SIZES
+    assert sizes["paper"]["n_train"] is None  # profile paper trains on the whole training split
+    assert sizes["quick"]["n_train"] == 10000 and len(sizes["quick"]["select_seeds"]) >= 3
+    assert len(sizes["paper"]["select_all_bits_seeds"]) >= 3
+    quick = ae.candidate_schedule(ae.DEFAULT_B_END, ae.DEFAULT_PACE, stages=sizes["quick"]["stages"],
+                                  finetune_stages=sizes["quick"]["finetune_stages"])
+    assert np.allclose(quick.values(), 10 ** np.array([0, 0.5, 1, 1.5, 2, 2.5, 3, 3]))
+    low = ae.candidate_schedule(100.0, 1, stages=7, finetune_stages=1, hidden_b_ratio=0.5)
+    assert np.allclose(low.values(), [1, 10 ** 0.5, 10, 10 ** 1.5, 100, 100, 100, 100])
+    assert low.hidden_b_end == pytest.approx(50.0)
+    for bad in (0, -1.0, float("inf"), True, "0.1"):
+        with pytest.raises(ValueError, match="hidden_b_ratio must be a finite number > 0"):
+            ae.candidate_schedule(100.0, 1, stages=7, finetune_stages=1, hidden_b_ratio=bad)
+    with pytest.raises(ValueError, match="b_end .* must be a number"):
+        ae.candidate_schedule(0.5, 1, stages=7, finetune_stages=1)

@@ -879,12 +879,12 @@ def final_table(runs: Mapping[tuple, object]):
 
 
 def ladder_table(runs: Mapping[tuple, object]):
-    """The held-out statistics at the end of every rung while ``b`` rises, one row per rung and run.
+    """The held-out statistics while ``b`` rises: one row per run and value of ``b``.
 
-    What a run shows on its way up (before it reaches its end): the
-    per-rung readings, not the state training ends in. Columns
-    :data:`LADDER_COLUMNS` (``b``: the code layer's b of that rung; ``epoch``:
-    the rung's last epoch).
+    What a run shows on its way up, not the state training ends in: for each
+    value the code layer's ``b`` takes while it rises (the annealing epochs;
+    rungs held at ``b_end`` count as one), the reading at the last epoch at
+    that value. Columns :data:`LADDER_COLUMNS`.
     """
     import pandas as pd
 
@@ -1137,8 +1137,8 @@ def candidate_schedule(b_end: float, pace: int, *, stages: int, finetune_stages:
     ``finetune_stages`` are the profile's.
     """
     if isinstance(hidden_b_ratio, bool) or not isinstance(hidden_b_ratio, (int, float, np.floating)) \
-            or not 0 < hidden_b_ratio <= 1:
-        raise ValueError(f"hidden_b_ratio must be a number in (0, 1], got {hidden_b_ratio!r}")
+            or not 0 < hidden_b_ratio < math.inf:
+        raise ValueError(f"hidden_b_ratio must be a finite number > 0, got {hidden_b_ratio!r}")
     b_end = check_b_end(b_end, _check_b(b_start))
     return BSchedule.paced(b_end, pace, stages=stages, finetune_stages=finetune_stages, kind=kind,
                            b_start=b_start, b_max=PAPER_B_END, hidden_b_end=hidden_b_ratio * b_end)
@@ -1675,7 +1675,7 @@ def thread_runs(images: np.ndarray, labels: np.ndarray, dataset: str, *, bits: S
             for n_bits in config.check_bits(bits):
                 reference = None
                 for t in threads:
-                    torch.set_num_threads(t)
+                    torch.set_num_threads(t)  # read by the cache key when the model is fitted
                     (hasher,) = selection_runs(
                         images, labels, dataset, design=[(n_bits, seed)], b_ends=[b_end], paces=[pace],
                         n_query=sizes["n_query"], n_train=sizes["n_train"], n_val=sizes["n_val"],
@@ -1685,7 +1685,7 @@ def thread_runs(images: np.ndarray, labels: np.ndarray, dataset: str, *, bits: S
                     reference = d if reference is None else reference
                     values = evaluate_excluding_self(q, d, ql, dl, selves, [f"precision@{VALIDATION_K}", "map_all"])
                     last = hasher.history_["logs"][-1]
-                    rows.append({"seed": int(seed), "bits": n_bits, "threads": torch.get_num_threads(), **values,
+                    rows.append({"seed": int(seed), "bits": n_bits, "threads": t, **values,
                                  "binary_fraction": binary_fraction(hasher.activations(images[split.database])),
                                  f"val_precision@{VALIDATION_K}": last[f"val_precision@{VALIDATION_K}"],
                                  "val_binary_fraction": last["val_binary_fraction"],
@@ -1698,16 +1698,15 @@ def thread_runs(images: np.ndarray, labels: np.ndarray, dataset: str, *, bits: S
 
 
 def _main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m hashstudy.autoencoder threads``: :func:`thread_runs` written as a report run."""
+    """``python -m hashstudy.autoencoder threads``: :func:`thread_runs` written beside notebook 03's report."""
     import argparse
 
     from . import data, protocols
-    from .reporting import Report
 
     parser = argparse.ArgumentParser(
         prog="python -m hashstudy.autoencoder",
         description="Notebook 03's autoencoder at one seed trained with several torch thread counts; "
-                    "writes reports/03_tanh_autoencoder/runs/threads/<profile>/ (threads.csv, summary.md).")
+                    "writes threads.csv and threads.md into reports/03_tanh_autoencoder/<profile>/.")
     parser.add_argument("command", choices=["threads"])
     parser.add_argument("--profile", default="quick", choices=["smoke", "quick", "paper"])
     parser.add_argument("--dataset", default="mnist")
@@ -1733,14 +1732,8 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
                             threads=ints["threads"], b_end=b_end, pace=pace, sizes=sizes)
     except ValueError as err:
         parser.error(str(err))
-    report = Report("03_tanh_autoencoder", args.profile, run="threads")
-    report.parameters(profile=args.profile, dataset=args.dataset, b_end=b_end, stage_epochs=pace,
-                      sizes=sizes, **ints)
-    key = data.key_token(args.dataset)
-    for _, r in table.iterrows():
-        for name in (f"precision@{VALIDATION_K}", "map_all", "binary_fraction", "bit_agreement"):
-            report.add(f"{key}/threads{int(r.threads)}/seed{int(r.seed)}/tanh_ae/{int(r.bits)}/{name}", r[name])
-    report.table("threads", table)
+    out = config.reports_dir("03_tanh_autoencoder", args.profile)
+    table.to_csv(out / "threads.csv", index=False)
     lines = []
     for (seed, n_bits), rows in table.groupby(["seed", "bits"], sort=True):
         p = rows[f"precision@{VALIDATION_K}"]
@@ -1751,10 +1744,12 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
                      + ", ".join(f"{v:.2%}" for v in rows.binary_fraction)
                      + "; database code bits equal to the first count's: "
                      + ", ".join(f"{v:.1%}" for v in rows.bit_agreement) + ".")
-    report.text("summary.md", "\n".join(lines) + "\n")
-    report.save()
+    command = (f"python -m hashstudy.autoencoder threads --profile {args.profile} --dataset {args.dataset} "
+               f"--bits {args.bits} --seeds {args.seeds} --threads {args.threads} --b-end {b_end:g} --pace {pace}")
+    (out / "threads.md").write_text(f"One seed trained with several torch thread counts (`{command}`; "
+                                    "table: threads.csv):\n\n" + "\n".join(lines) + "\n")
     print("\n".join(lines))
-    print("report written to", report.dir)
+    print("written:", out / "threads.csv", out / "threads.md")
     return 0
 
 
