@@ -1498,7 +1498,7 @@ def plot_schedule_selection(final, ladder=None, chosen: Optional[Mapping] = None
                                           f"{rows.b_end.max():g}, pace {pace})"))
     axes[2].axhline(MIN_BINARY_SHARE, color="grey", lw=0.8)
     axes[2].text(min(final.b_end.min(), 1.0), MIN_BINARY_SHARE,
-                 f" rule: >= {MIN_BINARY_SHARE:.0%} in every run", va="bottom", fontsize=7, color="grey")
+                 f" rule: >= {MIN_BINARY_SHARE:.0%} in every run", va="top", fontsize=7, color="grey")
     if chosen is not None:
         for ax in axes:
             ax.axvline(chosen["b_end"], color="grey", lw=1, ls=":")
