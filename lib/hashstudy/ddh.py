@@ -888,6 +888,9 @@ class DDH:
             info, loaded = train(model), False
             info["train_seconds"] = time.perf_counter() - t0
             model.eval()
+        # weights cached before early stopping existed ran every epoch and kept the last one
+        info = {"epochs_run": len(info.get("loss", [])), "best_epoch": len(info.get("loss", [])),
+                **info}
         self.model_, self.info_ = model, {**info, "from_cache": loaded}
         self.train_seconds_ = float(info.get("train_seconds", np.nan))
         self.neighbors_seconds_ = float(neighbors_seconds)
