@@ -111,6 +111,7 @@ __all__ = [
     "max_f_from_points",
     "precision_nearest_distances",
     "evaluate",
+    "evaluate_levels",
 ]
 
 TIES = ("index", "average")
@@ -829,6 +830,14 @@ def evaluate(
     dict of str to float
         One entry per requested key, in the order requested.
     """
+    plan, ap_at, ks, levels = _plan(metrics)
+    p = _problem(q_codes, db_codes, q_labels, db_labels)
+    s = _stats(p, ties, ap_at=ap_at, ks=ks, levels=levels)
+    return _report(plan, ap_at, ks, levels, s)
+
+
+def _plan(metrics):
+    """Parsed report keys and the cut-offs and recall levels they need."""
     if isinstance(metrics, str):
         metrics = [metrics]
     plan = {key: _parse(key) for key in metrics}
@@ -841,11 +850,19 @@ def evaluate(
     ap_at, ks, levels = wanted("map"), wanted("prec"), wanted("recall")
     if wanted("beta"):  # the paper's max F needs the six precision-at-recall points
         levels += [v for v in DEFAULT_RECALL_LEVELS if v not in levels]
-    p = _problem(q_codes, db_codes, q_labels, db_labels)
-    s = _stats(p, ties, ap_at=ap_at, ks=ks, levels=levels)
+    return plan, ap_at, ks, levels
+
+
+# report keys that need the per-query histograms, not only ranking statistics
+_HISTOGRAM_KINDS = ("hd", "answered", "rbeta", "nc")
+
+
+def _report(plan, ap_at, ks, levels, s: _Stats) -> dict[str, float]:
+    """The requested report keys from the statistics of all queries."""
     map_values = _column_means(s.ap)
     recall_values = _column_means(s.precision_at_recall)
-    curve = _radius_curve(s.counts, s.relevant, "zero")
+    needs_curve = any(kind in _HISTOGRAM_KINDS for kind, _ in plan.values())
+    curve = _radius_curve(s.counts, s.relevant, "zero") if needs_curve else None
     out = {}
     for key, (kind, value) in plan.items():
         if kind == "map":
@@ -866,3 +883,145 @@ def evaluate(
         else:
             out[key] = _nearest_distances(s.counts, s.relevant, value)
     return out
+
+
+# ---------------------------------------------------------------------------
+# ranking by any integer level (classifier codes, real-valued scores)
+# ---------------------------------------------------------------------------
+
+
+def _check_level_histograms(counts, relevant, n_rel):
+    """Validated ``counts``, ``relevant`` (int64, (Q, L)) and ``n_rel`` (int64, (Q,))."""
+    arrays = {}
+    for name, value, ndim in (("counts", counts, 2), ("relevant", relevant, 2), ("n_rel", n_rel, 1)):
+        a = np.asarray(value)
+        if a.ndim != ndim:
+            what = "(queries, levels)" if ndim == 2 else "(queries,)"
+            raise ValueError(f"{name} must be a {ndim}-D array of shape {what}, got shape {a.shape}")
+        if not np.issubdtype(a.dtype, np.integer):
+            raise ValueError(f"{name} must hold integer counts, got dtype {a.dtype}")
+        if a.size and a.min() < 0:
+            raise ValueError(f"{name} holds negative counts")
+        arrays[name] = np.ascontiguousarray(a, dtype=np.int64)
+    counts, relevant, n_rel = arrays["counts"], arrays["relevant"], arrays["n_rel"]
+    if counts.shape[0] == 0:
+        raise ValueError("there are no queries")
+    if counts.shape[1] == 0:
+        raise ValueError("counts has no levels; give at least one column")
+    if relevant.shape != counts.shape:
+        raise ValueError(f"relevant has shape {relevant.shape} but counts has shape {counts.shape}")
+    if n_rel.shape != (counts.shape[0],):
+        raise ValueError(f"n_rel has shape {n_rel.shape}; it needs one entry per query, "
+                         f"({counts.shape[0]},)")
+    if (relevant > counts).any():
+        q, t = np.argwhere(relevant > counts)[0]
+        raise ValueError(f"relevant[{q}, {t}] = {relevant[q, t]} exceeds counts[{q}, {t}] = "
+                         f"{counts[q, t]}; a level cannot hold more relevant items than items")
+    totals = counts.sum(axis=1)
+    if totals[0] == 0:
+        raise ValueError("the database is empty (counts sums to 0)")
+    if (totals != totals[0]).any():
+        q = int(np.flatnonzero(totals != totals[0])[0])
+        raise ValueError(
+            f"every query must rank the whole database: counts of query 0 sum to {totals[0]} "
+            f"but those of query {q} to {totals[q]}"
+        )
+    ranked = relevant.sum(axis=1)
+    if (n_rel != ranked).any():
+        q = int(np.flatnonzero(n_rel != ranked)[0])
+        raise ValueError(
+            f"n_rel[{q}] = {n_rel[q]} but relevant[{q}] sums to {ranked[q]}; every relevant "
+            f"database item must sit at some level, so n_rel must equal relevant.sum(axis=1)"
+        )
+    return counts, relevant, n_rel
+
+
+def _level_stats(chunks, n_q: int, n: int, ap_at=(), ks=(), levels=(),
+                 keep_histograms: bool = True) -> _Stats:
+    """Tie-averaged ranking statistics from level histograms given in query chunks.
+
+    ``chunks`` yields ``(counts, relevant, n_rel)`` for consecutive queries
+    (int64, contiguous; the number of levels may differ between chunks);
+    ``n`` is the database size. Without ``keep_histograms`` the returned
+    ``counts`` and ``relevant`` are ``None`` (for rankings with one level per
+    distinct real score, whose histograms would be as large as the scores).
+    """
+    ap_k = np.array([n if k is None else min(k, n) for k in ap_at], dtype=np.int64)
+    hit_k = np.array([min(k, n) for k in ks], dtype=np.int64)
+    counts, relevant, ap, prec = [], [], [], []
+    hits_sum = np.zeros(len(hit_k))
+    seen = 0
+    for c_counts, c_relevant, c_n_rel in chunks:
+        m = c_counts.shape[0]
+        c_ap = np.zeros((m, len(ap_k)))
+        c_hits = np.zeros((m, len(hit_k)))
+        c_prec = np.zeros((m, len(levels)))
+        at_rel = np.ascontiguousarray(_recall_ranks(c_n_rel, levels))
+        _average_ties_kernel(c_counts, c_relevant, ap_k, hit_k, at_rel, c_ap, c_hits, c_prec)
+        if keep_histograms:
+            counts.append(c_counts)
+            relevant.append(c_relevant)
+        ap.append(c_ap)
+        prec.append(c_prec)
+        hits_sum += c_hits.sum(axis=0)
+        seen += m
+    if seen != n_q:
+        raise RuntimeError(f"level chunks covered {seen} queries, expected {n_q}")
+    return _Stats(
+        np.concatenate(counts) if keep_histograms else None,
+        np.concatenate(relevant) if keep_histograms else None,
+        np.concatenate(ap),
+        hits_sum / (n_q * hit_k),
+        np.concatenate(prec),
+    )
+
+
+@timing.timed("evaluation")
+def evaluate_levels(
+    counts, relevant, n_rel,
+    metrics: Iterable[str] = ("map@1000", "map_all", "precision@1000"),
+) -> dict[str, float]:
+    """Ranking metrics of a database ranked by an integer level per query.
+
+    Any retrieval method that puts each database item at a level for each
+    query (0 = best) is evaluated here with the definitions of the module
+    docstring: Hamming codes (level = distance), a classifier code (level =
+    the rank of the item's stored class among the query's class
+    probabilities), real-valued scores (level = rank of the distinct score).
+    Items at one level are ties and are averaged exactly as
+    ``ties="average"`` averages equal Hamming distances: every ranking metric
+    is its expectation over uniformly random orders within each level.
+
+    Parameters
+    ----------
+    counts : array_like of int, shape (Q, L)
+        ``counts[q, l]``: database items at level ``l`` for query ``q``.
+        Every row sums to the database size ``N``; empty levels are allowed.
+    relevant : array_like of int, shape (Q, L)
+        ``relevant[q, l]``: how many of them are relevant to query ``q``
+        (``0 <= relevant <= counts``).
+    n_rel : array_like of int, shape (Q,)
+        Relevant database items per query; must equal
+        ``relevant.sum(axis=1)`` (a consistency check on the histograms).
+    metrics : iterable of str
+        Report keys as in :func:`evaluate`. ``hd<r>p`` and ``hd<r>p_answered``
+        read "levels ``<= r``", ``nc<n>p`` "the ``n`` lowest occupied
+        levels", and ``max_f_radius@<beta>`` takes its points over the levels;
+        for Hamming codes these are the Hamming-radius metrics.
+
+    Returns
+    -------
+    dict of str to float
+        One entry per requested key, in the order requested. For Hamming
+        codes with ``counts[q, t]`` / ``relevant[q, t]`` the items / relevant
+        items at distance ``t``, the result equals :func:`evaluate` with
+        ``ties="average"``.
+    """
+    plan, ap_at, ks, levels = _plan(metrics)
+    counts, relevant, n_rel = _check_level_histograms(counts, relevant, n_rel)
+    n_q, n = counts.shape[0], int(counts[0].sum())
+    chunk = max(1, _CHUNK_VALUES // max(1, len(ks)))  # as in _stats: same sums, same bits
+    parts = ((counts[lo:lo + chunk], relevant[lo:lo + chunk], n_rel[lo:lo + chunk])
+             for lo in range(0, n_q, chunk))
+    s = _level_stats(parts, n_q, n, ap_at=ap_at, ks=ks, levels=levels)
+    return _report(plan, ap_at, ks, levels, s)
