@@ -84,7 +84,43 @@ def test_paper_tables_and_readme(reports, tmp_path):
         summary.update_readme("smoke", readme)
 
 
-def test_summary_notebook_renders_a_static_page_with_tables_and_images(reports, tmp_path):
+@pytest.fixture
+def cross_report(reports):
+    """A fake notebook-06 report: its ranking, a results table and a figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    _write_report("06_cross_paper", {"cifar10/itq/32/map@1000": 0.31},
+                  {"cifar10/": {"protocol": "cross", "seed": 0}})
+    out = config.reports_dir("06_cross_paper", "smoke")
+    meta = json.loads((out / "meta.json").read_text())
+    meta["parameters"] = {"datasets": ["cifar10"], "headline_bits": 32}
+    (out / "meta.json").write_text(json.dumps(meta))
+    pd.DataFrame({"rank": [1, 2], "method": ["CrossMethodA", "ITQ"], "key": ["a", "itq"],
+                  "mean": [0.5, 0.31], "std": [0.01, 0.02], "seeds": [3, 3],
+                  "vs_next": [">", ""]}).to_csv(out / "cifar10_ranking_32.csv", index=False)
+    pd.DataFrame({"method": ["CrossMethodA"], "map@1000": ["0.500 ± 0.010"]}).to_csv(
+        out / "cifar10_results_32.csv", index=False)
+    fig, ax = plt.subplots()
+    ax.plot([16, 32], [0.4, 0.5])
+    fig.savefig(out / "cifar10_map_vs_bits.png")
+    plt.close(fig)
+    return out
+
+
+def test_cross_paper_reads_notebook_06(cross_report):
+    cross = summary.cross_paper("smoke")
+    assert list(cross["rankings"]) == ["cifar10"]
+    assert cross["rankings"]["cifar10"].method.tolist() == ["CrossMethodA", "ITQ"]
+    assert list(cross["results"]) == [("cifar10", 32)]
+    assert cross["figures"]["cifar10"].name == "cifar10_map_vs_bits.png"
+    (cross_report / "metrics.json").unlink()
+    assert "regenerate --profile smoke --only 06_cross_paper" in summary.cross_paper("smoke")["meta"]["missing"]
+
+
+def test_summary_notebook_renders_a_static_page_with_tables_and_images(cross_report, tmp_path):
     executed = tmp_path / "99.ipynb"
     pm.execute_notebook(str(config.repo_root() / "notebooks" / "99_summary.ipynb"), str(executed),
                         parameters={"profile": "smoke"}, progress_bar=False, kernel_name="python3",
@@ -93,8 +129,9 @@ def test_summary_notebook_renders_a_static_page_with_tables_and_images(reports, 
     page = summary.render_html(executed, tmp_path / "summary.html")
     html = page.read_text()
     assert "<table" in html and "data:image/png;base64" in html
-    assert html.index('id="verdicts"') < html.index("query1k")  # verdicts lead the page
-    assert "query1k" in html and "test100pc-train" in html and "oxford17: not present" in html
+    assert html.index('id="verdicts"') < html.index("CrossMethodA")  # verdicts lead the page
+    assert "test100pc-train" in html and "oxford17: not present" in html
+    assert "0.500 ± 0.010" in html, "notebook 06's results table is on the page"
     assert "import matplotlib" not in html  # code cells are hidden
     out = config.reports_dir("99_summary", "smoke")
-    assert (out / "status.csv").exists() and (out / "map1000_cifar10.png").exists()
+    assert (out / "status.csv").exists() and (out / "cross_paper_ranking_cifar10.csv").exists()

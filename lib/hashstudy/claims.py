@@ -127,7 +127,7 @@ RULES = ("within", "at_least", "at_most", "above", "faster", "until_recall", "no
 PAPERS = ("01_dsth_mm2015", "02_latent_layer_cnn", "03_tanh_autoencoder", "04_ddh",
           "05_dsth_tcyb2018")
 BENCHMARKS = "benchmarks"
-NOTEBOOKS = ("00_baselines",) + PAPERS + (BENCHMARKS,)
+NOTEBOOKS = ("00_baselines",) + PAPERS + ("06_cross_paper", BENCHMARKS)
 COLUMNS = ("id", "paper", "where", "claim", "notebook", "profile", "rule", "keys", "than", "value",
            "source", "over", "tol", "margin", "by", "needs", "reason", "note")
 OUTPUT_COLUMNS = ["id", "paper", "where", "claim", "verdict", "compared", "reason", "notebook",

@@ -421,3 +421,39 @@ def bar_table(frame, *, x: str, y: str, hue: str, title: str = "", ylabel: str =
             marks = mark_paper(ax, px, part[y].to_numpy(float), source=paper_source or "paper")
             marks.set_markerfacecolor("white")
     return fig
+
+
+def mean_std_vs_bits(agg, metric: str, *, labels: Optional[Mapping[str, str]] = None,
+                     references: Optional[Mapping[str, float]] = None, title: str = "",
+                     ax=None, linestyles: Optional[Mapping[str, str]] = None):
+    """``metric`` against code length per method: the mean over seeds with a +/- 1 std band.
+
+    ``agg`` has columns ``method, bits, metric, mean, std`` (e.g.
+    :func:`hashstudy.crosspaper.aggregate`); ``references`` are horizontal
+    lines (e.g. the real-valued ranking a code can approach). Methods are
+    listed in the legend best first (mean over the code lengths).
+    """
+    sel = agg[agg.metric == metric]
+    if sel.empty:
+        raise ValueError(f"no {metric!r} rows to plot; the table has {sorted(agg.metric.unique())}")
+    order = sel.groupby("method")["mean"].mean().sort_values(ascending=False).index
+    names = {m: (labels or {}).get(m, m) for m in order}
+    series = {}
+    for m in order:
+        r = sel[sel.method == m].sort_values("bits")
+        series[names[m]] = (r.bits.to_numpy(), r["mean"].to_numpy())
+    fig = curves(series, xlabel="bits", ylabel=metric, title=title, ax=ax, legend="outside",
+                 linestyles={names[m]: s for m, s in (linestyles or {}).items() if m in names})
+    ax = ax or fig.axes[0]
+    look = styles(list(series))
+    for m in order:
+        r = sel[sel.method == m].sort_values("bits")
+        ax.fill_between(r.bits.to_numpy(), (r["mean"] - r["std"]).to_numpy(),
+                        (r["mean"] + r["std"]).to_numpy(), color=look[names[m]]["color"],
+                        alpha=0.15, lw=0)
+    for i, (name, value) in enumerate((references or {}).items()):
+        ax.axhline(value, color="0.3", lw=1, ls=[":", "--", "-."][i % 3], label=name)
+    bits = sorted(sel.bits.unique())
+    ax.set_xticks(bits, [str(int(b)) for b in bits])
+    _refresh_legend(ax)
+    return fig

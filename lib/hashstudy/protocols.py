@@ -27,6 +27,11 @@ Built-in protocols (``PROTOCOLS``):
     (the DSTH conference paper, sec. 3.1).
 ``test100pc-train``
     100 test images per class as queries against the training split.
+``cross``
+    100 test images per class as queries against the training split, with a
+    fixed training subset of 1,000 images per class drawn from it: the one
+    protocol on which notebook 06 runs every method of the study
+    (:mod:`hashstudy.crosspaper`).
 
 Sizes can be overridden per call (``query_per_class``, ``n_query``,
 ``train_per_class``, ``n_database``) to scale a protocol to a profile; the
@@ -118,6 +123,9 @@ for _p in (
              "database and training set", query_from="test", database="train", query_per_class=10),
     Protocol("test100pc-train", "100 test images per class as queries, the training split as "
              "database and training set", query_from="test", database="train", query_per_class=100),
+    Protocol("cross", "1,000 test images (100 per class) as queries, the training split as "
+             "database, 1,000 training images per class drawn from it to train every method",
+             query_from="test", database="train", query_per_class=100, train_per_class=1000),
 ):
     register_protocol(_p)
 

@@ -527,7 +527,7 @@ SHARED_FEATURES = {
     "paper": [("cifar10", split, "efficientnet_lite0", 128) for split in ("train", "test")],
 }
 #: The notebooks that read :data:`SHARED_FEATURES` (nothing is prepared for the others).
-SHARED_USERS = ("00_baselines", "02_latent_layer_cnn", "04_ddh", "05_dsth_tcyb2018")
+SHARED_USERS = ("00_baselines", "02_latent_layer_cnn", "04_ddh", "05_dsth_tcyb2018", "06_cross_paper")
 
 
 def prepare_shared(profile: str, echo=print) -> dict:

@@ -40,6 +40,7 @@ PAPER_TITLES = {
     "03_tanh_autoencoder": "Scaled-tanh convolutional autoencoder",
     "04_ddh": "Deep Discrete Hashing (self-supervised pairwise labels)",
     "05_dsth_tcyb2018": "Deep Self-Taught Hashing (IEEE T-Cyb 2018)",
+    "06_cross_paper": "Every method on one protocol (cross-paper comparison)",
 }
 RANKED_METRICS = ("map@1000", "map_all")
 RANKED_DATASETS = ("mnist", "cifar10")
@@ -262,3 +263,36 @@ if __name__ == "__main__":
     import sys
 
     sys.exit(main())
+
+
+CROSS_PAPER = "06_cross_paper"
+
+
+def cross_paper(profile: str = "quick") -> dict:
+    """Notebook 06's tables and figures at ``profile``: the one protocol every method ran on.
+
+    Returns ``{"rankings": {dataset: DataFrame}, "results": {(dataset, bits): DataFrame},
+    "figures": {dataset: Path}, "meta": dict}``; empty tables when notebook 06 has not
+    been run at this profile (``meta`` then says so under ``"missing"``).
+    """
+    import pandas as pd
+
+    folder = config.reports_dir(CROSS_PAPER, profile)
+    out: dict = {"rankings": {}, "results": {}, "figures": {}, "meta": {}}
+    if not (folder / "metrics.json").exists():
+        out["meta"]["missing"] = (f"{folder} has no report: run `python -m hashstudy.regenerate "
+                                  f"--profile {profile} --only {CROSS_PAPER}`")
+        return out
+    out["meta"] = json.loads((folder / "meta.json").read_text())
+    params = out["meta"].get("parameters", {})
+    headline = params.get("headline_bits", 32)
+    for ds in params.get("datasets", []):
+        ranking_csv = folder / f"{ds}_ranking_{headline}.csv"
+        if ranking_csv.exists():
+            out["rankings"][ds] = pd.read_csv(ranking_csv)
+        for path in sorted(folder.glob(f"{ds}_results_[0-9]*.csv")):
+            out["results"][(ds, int(path.stem.rsplit("_", 1)[1]))] = pd.read_csv(path).fillna("")
+        fig = folder / f"{ds}_map_vs_bits.png"
+        if fig.exists():
+            out["figures"][ds] = fig
+    return out
