@@ -1,6 +1,5 @@
 """Tests of hashstudy.references and metrics.evaluate_levels against slow references."""
 import itertools
-import math
 import tracemalloc
 
 import numpy as np
@@ -9,6 +8,7 @@ import pytest
 from hashstudy import cache, config, protocols
 from hashstudy import metrics as M
 from hashstudy import references as R
+from test_metrics import ref_ap, ref_precision_at_recall  # the metrics tests' slow references
 
 RANKING_KEYS = ("map@10", "map@100", "map_all", "precision@10", "precision@1000",
                 "precision@recall0.5", "max_f@0.5")
@@ -16,29 +16,6 @@ RANKING_KEYS = ("map@10", "map@100", "map_all", "precision@10", "precision@1000"
 # ---------------------------------------------------------------------------
 # slow, independent references
 # ---------------------------------------------------------------------------
-
-
-def ref_ap(rel, k):
-    """CalcTopMap: AP over the top k of a 0/1 relevance list in rank order."""
-    hits, total = 0, 0.0
-    for pos, r in enumerate(rel[:k], start=1):
-        if r:
-            hits += 1
-            total += hits / pos
-    return total / hits if hits else 0.0
-
-
-def ref_precision_at_recall(rel, level):
-    n_rel = sum(rel)
-    if n_rel == 0:
-        return 0.0
-    j = math.ceil(round(level * n_rel, 6))
-    hits = 0
-    for pos, r in enumerate(rel, start=1):
-        hits += r
-        if r and hits == j:
-            return j / pos
-    raise AssertionError("recall never reached")
 
 
 def ref_cosine_metrics(q, d, ql, dl, ks, levels):

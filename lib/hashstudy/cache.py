@@ -134,6 +134,20 @@ def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return arrays
 
 
+def load_if_intact(path: str | os.PathLike) -> dict[str, np.ndarray] | None:
+    """The arrays saved at ``path``, or ``None`` when there is no file or it is damaged
+    (a damaged file is removed, so the caller draws or computes it anew)."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        return load_arrays(path)
+    except CacheError as exc:
+        log.warning("%s; drawing it anew", exc)
+        path.unlink(missing_ok=True)
+        return None
+
+
 @contextlib.contextmanager
 def locked(path: str | os.PathLike) -> Iterator[None]:
     """Hold an exclusive lock on ``<path>.lock`` (other processes wait).

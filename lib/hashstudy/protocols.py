@@ -298,19 +298,15 @@ def get_split(dataset: str, protocol: str, seed: int = 0, *, root=None, **overri
     digest = _labels_digest(train.labels, test.labels)
     fresh = make_split(train.labels, test.labels, protocol, seed, dataset=dataset, **overrides)
     path = _split_path(dataset, fresh.name, seed)
-    if path.exists():
-        try:
-            saved = cache.load_arrays(path)
-        except cache.CacheError:
-            path.unlink(missing_ok=True)
-        else:
-            if saved["labels_digest"].tobytes().decode() != digest:
-                raise SplitMismatchError(
-                    f"the saved split {path} was drawn for different {dataset} labels than the "
-                    f"data now at {train.source}; delete that file to draw the split anew"
-                )
-            return dataclasses.replace(fresh, query=saved["query"], database=saved["database"],
-                                       train=saved["train"])
+    saved = cache.load_if_intact(path)
+    if saved is not None:
+        if saved["labels_digest"].tobytes().decode() != digest:
+            raise SplitMismatchError(
+                f"the saved split {path} was drawn for different {dataset} labels than the "
+                f"data now at {train.source}; delete that file to draw the split anew"
+            )
+        return dataclasses.replace(fresh, query=saved["query"], database=saved["database"],
+                                   train=saved["train"])
     cache.save_arrays(path, query=fresh.query, database=fresh.database, train=fresh.train,
                       labels_digest=np.frombuffer(digest.encode(), dtype=np.uint8))
     return fresh

@@ -525,18 +525,14 @@ def transfer_split(split, labels, n_seen: int = 7, seed: int = 0):
     fresh_seen, fresh_unseen = transfer_classes(labels, n_seen, seed)
     path = _transfer_path(split, n_seen, seed)
     seen = None
-    if path.exists():
-        try:
-            saved = cache.load_arrays(path)
-        except cache.CacheError:
-            path.unlink(missing_ok=True)
-        else:
-            if saved["classes_digest"].tobytes() != _classes_digest(classes).tobytes():
-                raise protocols.SplitMismatchError(
-                    f"the saved transfer classes {path} were drawn among other classes than the "
-                    f"{classes.size} now in the labels; delete that file to draw them anew"
-                )
-            seen, unseen = saved["seen"].astype(np.int64), saved["unseen"].astype(np.int64)
+    saved = cache.load_if_intact(path)
+    if saved is not None:
+        if saved["classes_digest"].tobytes() != _classes_digest(classes).tobytes():
+            raise protocols.SplitMismatchError(
+                f"the saved transfer classes {path} were drawn among other classes than the "
+                f"{classes.size} now in the labels; delete that file to draw them anew"
+            )
+        seen, unseen = saved["seen"].astype(np.int64), saved["unseen"].astype(np.int64)
     if seen is None:
         seen, unseen = fresh_seen, fresh_unseen
         cache.save_arrays(path, seen=seen, unseen=unseen, classes_digest=_classes_digest(classes))
