@@ -95,6 +95,188 @@ def test_schedule_rejects_bad_values(kwargs, match):
 
 
 # --------------------------------------------------------------------------- #
+# the schedule's end and pace
+# --------------------------------------------------------------------------- #
+
+
+def test_paced_schedule_stops_at_its_end_on_the_papers_ladder():
+    reach = ae.BSchedule.paced(1000.0, 1, stages=7, finetune_stages=1)
+    assert np.allclose(reach.values(), 10 ** np.array([0, 0.5, 1, 1.5, 2, 2.5, 3, 3]))
+    # the paper's reach is the old default schedule, whose cache key it keeps
+    assert (ae.BSchedule.paced(ae.PAPER_B_END, ae.PAPER_PACE, stages=7, finetune_stages=1,
+                               hidden_b_end=100.0).as_dict()
+            == ae.BSchedule("geometric", 1.0, 1000.0, 7, 1, 1, 100.0).as_dict())
+    stop = ae.BSchedule.paced(100.0, 1, stages=7, finetune_stages=1)
+    v = stop.values()
+    assert stop.epochs == reach.epochs == 8
+    assert np.allclose(v[:5], reach.values()[:5])  # the same rungs up to the end ...
+    assert np.all(v[4:] == 100.0) and v.max() == 100.0  # ... then held there
+    slow = ae.BSchedule.paced(100.0, 2, stages=7, finetune_stages=1)
+    assert slow.epochs == 16 and np.array_equal(slow.values(), np.repeat(v, 2))  # each rung twice
+    # hidden layers: their own ladder (b_max * hidden_b_end / b_end), cut at hidden_b_end
+    h = ae.BSchedule.paced(100.0, 1, stages=7, finetune_stages=1, hidden_b_end=10.0)
+    assert [h.layer_b(e, 2)[0] for e in (0, 3, 4, 7)] == pytest.approx([1.0, 10.0, 10.0, 10.0])
+    # an end above the ladder's top raises the top
+    assert ae.BSchedule.paced(5000.0, 1, stages=3, finetune_stages=0).values()[-1] == 5000.0
+    lin = ae.BSchedule.paced(50.0, 1, stages=3, finetune_stages=1, kind="linear", b_max=101.0)
+    assert np.allclose(lin.values(), [1.0, 50.0, 50.0, 50.0])
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"b_end": 0.5}, r"b_end .* must be a number in \[b_start, 1e\+06\] = \[1, 1e\+06\], got 0\.5"),
+    ({"b_end": float("nan")}, r"b_end .* in \[b_start, 1e\+06\]"),
+    ({"b_end": float("inf")}, r"b_end .* in \[b_start, 1e\+06\]"),
+    ({"b_end": -3}, r"b_end .* in \[b_start, 1e\+06\]"),
+    ({"b_end": "high"}, r"b_end .* in \[b_start, 1e\+06\] .*got 'high'"),
+    ({"b_end": True}, r"b_end .* in \[b_start, 1e\+06\]"),
+    ({"b_end": 2.0, "b_start": 4.0}, r"b_end .* = \[4, 1e\+06\], got 2\.0"),
+    ({"pace": 0}, r"pace .* must be an integer in 1\.\.20, got 0"),
+    ({"pace": 1.5}, r"pace .* must be an integer in 1\.\.20, got 1\.5"),
+    ({"pace": 21}, r"pace .* integer in 1\.\.20"),
+    ({"pace": True}, r"pace .* integer in 1\.\.20"),
+    ({"pace": "2"}, r"pace .* integer in 1\.\.20"),
+    ({"stages": 0}, "stages must be an integer >= 1"),
+    ({"finetune_stages": -1}, "finetune_stages must be an integer >= 0"),
+])
+def test_paced_schedule_rejects_bad_end_and_pace(kwargs, match):
+    args = {"b_end": 100.0, "pace": 1, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        ae.BSchedule.paced(args.pop("b_end"), args.pop("pace"), **args)
+
+
+def test_b_max_must_reach_b_end():
+    with pytest.raises(ValueError, match="b_max .* at least b_end"):
+        ae.BSchedule("geometric", 1.0, 100.0, b_max=50.0)
+    assert "b_max" not in ae.BSchedule().as_dict()  # unset: the old keys stay valid
+    assert ae.BSchedule(b_max=1000.0).as_dict()["b_max"] == 1000.0
+
+
+def test_notebook_defaults_are_the_librarys():
+    import ast
+    import json
+
+    from hashstudy import config
+
+    nb = json.loads((config.repo_root() / "notebooks" / "03_tanh_autoencoder.ipynb").read_text())
+    first = next(c for c in nb["cells"] if c["cell_type"] == "code")
+    params = {n.targets[0].id: ast.literal_eval(n.value) for n in ast.parse("".join(first["source"])).body}
+    assert params["b_end"] == ae.DEFAULT_B_END and params["stage_epochs"] == ae.DEFAULT_PACE
+    assert ae.PAPER_B_END == 1000.0 and ae.PAPER_PACE == 1
+
+
+def _final(spec):
+    """spec: {(b_end, pace): {(bits, seed): (binary_fraction, precision, mse_binary)}} -> final_table rows."""
+    import pandas as pd
+
+    rows = [{"b_end": float(b), "pace": p, "bits": n, "seed": s, "epochs": 8 * p, "binary_fraction": bf,
+             "mse_binary": mse, "mse_continuous": 0.03, "precision@90": prec}
+            for (b, p), runs in spec.items() for (n, s), (bf, prec, mse) in runs.items()]
+    return pd.DataFrame(rows, columns=list(ae.FINAL_COLUMNS))
+
+
+DESIGN = ae.selection_design([8, 16], 16, [0], [0, 1])  # (8, 0), (16, 0), (16, 1)
+
+
+def _runs(bf, prec, mse=0.04):
+    return {(8, 0): (bf, prec, mse), (16, 0): (bf, prec, mse), (16, 1): (bf, prec, mse)}
+
+
+def test_selection_design():
+    assert DESIGN == [(8, 0), (16, 0), (16, 1)]
+    assert ae.selection_design([8, 16, 32], 32, [0, 1], [2]) == [(8, 0), (8, 1), (16, 0), (16, 1),
+                                                                 (32, 0), (32, 1), (32, 2)]
+    with pytest.raises(ValueError, match="headline_bits"):
+        ae.selection_design([8, 16], 32, [0], [0])
+    with pytest.raises(ValueError, match="all_bits_seeds must be a list of integer seeds"):
+        ae.selection_design([8], 8, "0", [0])
+    with pytest.raises(ValueError, match="empty"):
+        ae.selection_design([8], 8, [], [])
+
+
+def test_choose_schedule_never_picks_a_schedule_that_does_not_binarise():
+    # b = 100 retrieves better but one run ends with a continuous code layer: it cannot be chosen
+    low = _runs(0.999, 0.60)
+    low[(8, 0)] = (0.40, 0.62, 0.03)
+    spec = {(100, 1): low, (1000, 1): _runs(0.998, 0.50)}
+    got = ae.choose_schedule(_final(spec), DESIGN)
+    assert (got["b_end"], got["pace"]) == (1000.0, 1)
+    assert got["precision"] == pytest.approx(0.50) and got["binary_fraction"] == pytest.approx(0.998)
+    cand = got["candidates"].set_index("b_end")
+    assert not cand.loc[100.0, "qualifies"] and "not binary: 40.0%" in cand.loc[100.0, "reason"]
+    assert "8 bits, seed 0" in cand.loc[100.0, "reason"] and "b_end = 100, pace 1: not binary" in got["text"]
+    # exactly at the threshold qualifies, just below does not
+    low[(8, 0)] = (ae.MIN_BINARY_SHARE, 0.62, 0.03)
+    assert ae.choose_schedule(_final(spec), DESIGN)["b_end"] == 100.0
+    low[(8, 0)] = (ae.MIN_BINARY_SHARE - 1e-3, 0.62, 0.03)
+    assert ae.choose_schedule(_final(spec), DESIGN)["b_end"] == 1000.0
+    assert ae.choose_schedule(_final(spec), DESIGN, min_binary_share=0.3)["b_end"] == 100.0
+    # nothing binarises: one error naming every schedule's reason
+    with pytest.raises(ValueError, match=r"no schedule qualifies \(b_end = 100, pace 1: not binary.*"
+                                         r"b_end = 1000, pace 1: not binary"):
+        ae.choose_schedule(_final({(100, 1): _runs(0.5, 0.6), (1000, 1): _runs(0.9, 0.5)}), DESIGN)
+
+
+def test_choose_schedule_needs_every_run_of_the_design():
+    partial = _runs(1.0, 0.90)
+    del partial[(16, 1)]  # the best schedule, but not run at seed 1
+    spec = {(316, 1): partial, (1000, 1): _runs(0.998, 0.50)}
+    got = ae.choose_schedule(_final(spec), DESIGN)
+    assert got["b_end"] == 1000.0
+    cand = got["candidates"].set_index("b_end")
+    assert cand.loc[316.0, "reason"] == "not measured at 16 bits seed 1" and not cand.loc[316.0, "complete"]
+    # the design decides: without seed 1 in it, the partial schedule is complete and wins
+    assert ae.choose_schedule(_final(spec), [(8, 0), (16, 0)])["b_end"] == 316.0
+
+
+def test_choose_schedule_ranks_by_held_out_precision_then_pace_then_reconstruction():
+    spec = {(316, 1): _runs(0.995, 0.55, mse=0.05), (1000, 1): _runs(0.999, 0.50, mse=0.04)}
+    assert ae.choose_schedule(_final(spec), DESIGN)["b_end"] == 316.0  # better precision
+    # within the tie margin (0.01) the lower reconstruction error from the binary codes wins
+    spec = {(316, 1): _runs(0.995, 0.505, mse=0.05), (1000, 1): _runs(0.999, 0.50, mse=0.04)}
+    assert ae.choose_schedule(_final(spec), DESIGN)["b_end"] == 1000.0
+    assert ae.choose_schedule(_final(spec), DESIGN, tie=0.0)["b_end"] == 316.0
+    spec = {(316, 1): _runs(0.995, 0.50, mse=0.04), (1000, 1): _runs(0.999, 0.50, mse=0.04)}
+    assert ae.choose_schedule(_final(spec), DESIGN)["b_end"] == 316.0  # full tie: the smaller b
+    # a slower pace must win by more than the tie margin
+    spec = {(1000, 1): _runs(0.999, 0.50, mse=0.05), (1000, 2): _runs(0.999, 0.508, mse=0.03)}
+    assert ae.choose_schedule(_final(spec), DESIGN)["pace"] == 1
+    spec[(1000, 2)] = _runs(0.999, 0.52, mse=0.03)
+    got = ae.choose_schedule(_final(spec), DESIGN)
+    assert (got["b_end"], got["pace"]) == (1000.0, 2) and "pace 2 (16 epochs)" in got["text"]
+    # the means are over the runs of the design; the spread over the seeds of the headline length
+    runs = _runs(0.999, 0.5)
+    runs[(16, 1)] = (0.999, 0.8, 0.04)
+    got = ae.choose_schedule(_final({(1000, 1): runs}), DESIGN)
+    assert got["precision"] == pytest.approx(0.6) and got["precision_std"] == pytest.approx(np.std([0.5, 0.8], ddof=1))
+    with pytest.raises(ValueError, match="tie must be a number >= 0"):
+        ae.choose_schedule(_final({(1000, 1): runs}), DESIGN, tie=-1)
+    with pytest.raises(ValueError, match="min_binary_share must be in"):
+        ae.choose_schedule(_final({(1000, 1): runs}), DESIGN, min_binary_share=1.5)
+
+
+def test_validation_split_holds_out_training_images_only():
+    from hashstudy import protocols
+
+    def split(train):
+        return protocols.Split(dataset="x", protocol="test-vs-test", name="t", seed=0,
+                               query=np.arange(100, 110), database=np.arange(100, 150),
+                               train=np.asarray(train), n_train_split=100, n_test_split=50)
+
+    fit, val = ae.validation_split(split(np.arange(0, 100, 4)), 20, seed=1)  # 75 unused
+    assert np.array_equal(fit, np.arange(0, 100, 4)) and len(val) == 20
+    assert not set(val) & set(fit) and val.max() < 100
+    again = ae.validation_split(split(np.arange(0, 100, 4)), 20, seed=1)[1]
+    assert np.array_equal(val, again)
+    fit, val = ae.validation_split(split(np.arange(100)), 20, seed=1)  # all used: held out of them
+    assert len(fit) == 80 and len(val) == 20 and not set(val) & set(fit)
+    assert sorted(np.concatenate([fit, val])) == list(range(100))
+    with pytest.raises(ValueError, match="n_val"):
+        ae.validation_split(split(np.arange(100)), 1)
+    with pytest.raises(ValueError, match="fewer than 2"):
+        ae.validation_split(split(np.arange(10)), 95)
+
+
+# --------------------------------------------------------------------------- #
 # the network
 # --------------------------------------------------------------------------- #
 
@@ -158,6 +340,51 @@ def test_training_reconstructs_better_than_the_mean_image_and_binarises():
     with torch.no_grad():
         z = model.code_activations(x)
     assert ae.binary_fraction(z) >= 0.99
+
+
+def test_training_follows_the_end_and_the_pace():
+    """If the end or the pace were ignored, the trained model's b per epoch would not follow them."""
+    images, labels = _tiny_images(96)
+    runs = {}
+    for b_end, pace in ((8.0, 1), (8.0, 2), (1000.0, 1)):
+        sched = ae.BSchedule.paced(b_end, pace, stages=3, finetune_stages=1, hidden_b_end=0.1 * b_end)
+        hasher = ae.TanhAEHasher(6, seed=1, hidden=16, schedule=sched, batch_size=32, n_monitor=50,
+                                 progress=False, validation=(images[:40], labels[:40])).fit(images[40:])
+        runs[(b_end, pace)] = hasher
+        logs = hasher.history_["logs"]
+        assert len(logs) == (3 + 1) * pace == sched.epochs
+        assert [r["b"] for r in logs] == pytest.approx(list(sched.values()))
+        assert max(r["b"] for r in logs) == pytest.approx(b_end)
+        assert hasher.model_.b == pytest.approx([0.1 * b_end, b_end])  # where training left b
+        for r in logs:
+            assert 0 <= r["val_precision@90"] <= 1 and r["val_mse_binary"] > 0
+            assert 0 <= r["val_binary_fraction"] <= 1
+    assert [r["b"] for r in runs[(8.0, 1)].history_["logs"]] == pytest.approx([1.0, 8.0, 8.0, 8.0])
+    assert [r["b"] for r in runs[(8.0, 2)].history_["logs"]] == pytest.approx([1, 1, 8, 8, 8, 8, 8, 8])
+    assert [r["b"] for r in runs[(1000.0, 1)].history_["logs"]] == pytest.approx([1, 31.6227766, 1000, 1000])
+    # three settings, three trainings (none loaded from another's cache entry), three models
+    assert not any(h.loaded_ for h in runs.values())
+    codes = [h.activations(images[:40]) for h in runs.values()]
+    assert not np.allclose(codes[0], codes[1]) and not np.allclose(codes[0], codes[2])
+    keyed = {(b_end, pace, 6, 1): h for (b_end, pace), h in runs.items()}
+    final = ae.final_table(keyed)
+    assert list(final.columns) == list(ae.FINAL_COLUMNS) and list(final.epochs) == [4, 8, 4]
+    for r in final.itertuples():  # the final table is the last epoch's held-out statistics
+        last = runs[(r.b_end, r.pace)].history_["logs"][-1]
+        assert (r.binary_fraction, r.mse_binary) == (last["val_binary_fraction"], last["val_mse_binary"])
+    # one row per value of b while it rises, read at the last epoch at that value (the rungs held
+    # at b_end count as one)
+    ladder = ae.ladder_table(keyed)
+    assert list(ladder.columns) == list(ae.LADDER_COLUMNS)
+    assert ladder[ladder.pace == 2].epoch.tolist() == [2, 6] and ladder[ladder.pace == 2].b.tolist() == \
+        pytest.approx([1, 8])
+    assert ladder[(ladder.pace == 1) & (ladder.b_end == 1000)].b.tolist() == pytest.approx([1, 31.6227766, 1000])
+    with pytest.raises(ValueError, match="without held-out"):
+        ae.final_table({(8.0, 1, 6, 1): {"logs": [{"epoch": 1, "b": 1.0}], "schedule": {}}})
+    with pytest.raises(ValueError, match="needs validation images"):
+        ae.train_autoencoder(ae.TanhAutoencoder(1, (16, 16), 4, hidden=8), images[:8],
+                             ae.BSchedule(anneal_epochs=1, finetune_epochs=0),
+                             validation_labels=labels[:8], progress=False)
 
 
 def test_images_round_trip():
@@ -292,3 +519,21 @@ def test_compare_reports_every_method_on_the_same_queries(isolated_dirs):
     want = ae.evaluate_excluding_self(c.query, c.database, labels[split.query], labels[split.database],
                                       ae.self_positions(split), ["precision@90"])["precision@90"]
     assert lsh == pytest.approx(want)
+
+
+def test_profile_sizes_and_candidate_schedule():
+    sizes = ae.PROFILE_SIZES
+    assert sizes["paper"]["n_train"] is None  # profile paper trains on the whole training split
+    assert sizes["quick"]["n_train"] == 10000 and len(sizes["quick"]["select_seeds"]) >= 3
+    assert len(sizes["paper"]["select_all_bits_seeds"]) >= 3
+    quick = ae.candidate_schedule(ae.DEFAULT_B_END, ae.DEFAULT_PACE, stages=sizes["quick"]["stages"],
+                                  finetune_stages=sizes["quick"]["finetune_stages"])
+    assert np.allclose(quick.values(), 10 ** np.array([0, 0.5, 1, 1.5, 2, 2.5, 3, 3]))
+    low = ae.candidate_schedule(100.0, 1, stages=7, finetune_stages=1, hidden_b_ratio=0.5)
+    assert np.allclose(low.values(), [1, 10 ** 0.5, 10, 10 ** 1.5, 100, 100, 100, 100])
+    assert low.hidden_b_end == pytest.approx(50.0)
+    for bad in (0, -1.0, float("inf"), True, "0.1"):
+        with pytest.raises(ValueError, match="hidden_b_ratio must be a finite number > 0"):
+            ae.candidate_schedule(100.0, 1, stages=7, finetune_stages=1, hidden_b_ratio=bad)
+    with pytest.raises(ValueError, match="b_end .* must be a number"):
+        ae.candidate_schedule(0.5, 1, stages=7, finetune_stages=1)

@@ -335,6 +335,24 @@ def test_timings_are_collected_per_notebook_and_step(folder, tmp_path):
     meta = json.loads((where / "meta.json").read_text())
     assert meta["caches"] == "cold" and meta["cache_computed"] == 2
     assert (where / "timings.png").stat().st_size > 1000
+    # a run that loads what it cached itself is cold only if the cache was empty at its start
+    out[-1] = regenerate.Outcome("(shared inputs)", "ran", 1.0,
+                                 meta={"cache": {"cache_hits": 3, "cache_misses": 1}})
+    regenerate.write_timings(out, "smoke", 10.0, 1, echo=lambda *a: None, entries_at_start=5)
+    assert json.loads((where / "meta.json").read_text())["caches"] == "partly cached"
+    regenerate.write_timings(out, "smoke", 10.0, 1, echo=lambda *a: None, entries_at_start=0)
+    meta = json.loads((where / "meta.json").read_text())
+    assert meta["caches"] == "cold" and meta["cache_entries_at_start"] == 0
+    assert "was empty at the start" in (where / "timings.md").read_text()
+
+
+def test_cache_entries_counts_files_but_not_locks(tmp_path, monkeypatch):
+    monkeypatch.setenv("HASHSTUDY_CACHE", str(tmp_path / "c"))
+    assert regenerate.cache_entries() == 0
+    (tmp_path / "c" / "features").mkdir(parents=True)
+    (tmp_path / "c" / "features" / "a.npz").write_bytes(b"x")
+    (tmp_path / "c" / "features" / "a.npz.lock").write_bytes(b"")
+    assert regenerate.cache_entries() == 1
 
 
 def test_longest_notebooks_start_first(tmp_path):

@@ -37,7 +37,26 @@ whole run (one :func:`hashstudy.training.fit` call). ``b`` follows a
 epochs) until the code layer is binary, then held at its final value while
 the falling learning rate fine-tunes the network. A per-epoch hook records
 ``b``, the share of code activations with ``|f_b| >= 0.99`` and the
-reconstruction error from the continuous and from the binarised codes.
+reconstruction error from the continuous and from the binarised codes, and,
+given held-out images and their labels, the same on them plus their
+precision@90.
+
+The schedule's end and pace
+---------------------------
+The paper gives no values of ``b``. :meth:`BSchedule.paced` states a schedule
+by its *end* ``b_end`` (where ``b`` stops rising) and its *pace* (epochs per
+rung of a fixed ladder from ``b_start`` to 1000, :data:`PAPER_B_END`). The
+study's reading of the paper's schedule is ``b_end = 1000`` at pace 1
+(:data:`PAPER_B_END`, :data:`PAPER_PACE`). The defaults
+(:data:`DEFAULT_B_END`, :data:`DEFAULT_PACE`) are what the rule
+:func:`choose_schedule` picks from candidate schedules trained at every code
+length and several seeds (:func:`selection_runs`) and measured at the *end* of
+their training on held-out *training* images (:func:`validation_split`;
+never a query or database image): only a schedule whose code layers all end
+binary (:data:`MIN_BINARY_SHARE`) can be chosen, and among those the held-out
+precision@90 and the reconstruction error from the binary codes decide
+(:func:`final_table`, :func:`candidate_table`, :func:`ladder_table`,
+:func:`plot_schedule_selection`).
 
 Codes
 -----
@@ -78,6 +97,11 @@ __all__ = [
     "ScaledTanh",
     "BSchedule",
     "SCHEDULE_KINDS",
+    "DEFAULT_B_END",
+    "DEFAULT_PACE",
+    "PROFILE_SIZES",
+    "PAPER_B_END",
+    "PAPER_PACE",
     "CONV_ACTIVATIONS",
     "TanhAutoencoder",
     "images_to_tensor",
@@ -87,12 +111,25 @@ __all__ = [
     "HISTOGRAM_BINS",
     "train_autoencoder",
     "TanhAEHasher",
+    "validation_split",
+    "candidate_schedule",
+    "selection_design",
+    "selection_runs",
+    "final_table",
+    "ladder_table",
+    "candidate_table",
+    "MIN_BINARY_SHARE",
+    "PRECISION_TIE",
+    "choose_schedule",
+    "check_b_end",
+    "check_pace",
     "test_vs_test_split",
     "self_positions",
     "evaluate_excluding_self",
     "topk_excluding_self",
     "compare",
     "plot_binarisation",
+    "plot_schedule_selection",
     "plot_activation_histograms",
     "plot_scaled_tanh",
     "plot_retrieval",
@@ -105,6 +142,40 @@ BINARY_LEVEL = 0.99
 """An activation counts as binary when ``|f_b(x)| >= BINARY_LEVEL``."""
 HISTOGRAM_BINS = np.linspace(-1.0, 1.0, 41)
 """Bin edges of the per-epoch histograms of code activations."""
+PAPER_B_END = 1000.0
+"""The study's reading of the paper's schedule: b raised "until the output of the final layer of
+the encoder is completely discrete" (sec. 4); b = 1000 makes over 99.7 % of the code activations
+binary. The paper prints no value."""
+PAPER_PACE = 1
+"""Epochs per value of b in the study's reading of the paper's schedule (one)."""
+DEFAULT_B_END = 1000.0
+"""The default end of the schedule: what :func:`choose_schedule` picks at profile quick from the
+candidates of notebook 03, scored over every code length and seeds 0, 1, 2 on held-out training
+images (the notebook prints the rule's choice and whether its parameters agree). Lower ends gave
+better reconstructions and precision on the way up the ladder, but their code layers did not all
+end binary."""
+DEFAULT_PACE = 1
+"""The default pace (epochs per rung of b), chosen with :data:`DEFAULT_B_END`."""
+PROFILE_SIZES = {
+    "smoke": dict(n_train=None, n_query=40, stages=2, finetune_stages=1, cifar_n_train=None,
+                  cifar_bits=[16], n_monitor=200, n_val=40, select_seeds=[0], select_all_bits_seeds=[0]),
+    "quick": dict(n_train=10000, n_query=1000, stages=7, finetune_stages=1, cifar_n_train=10000,
+                  cifar_bits=[16, 64], n_monitor=1000, n_val=2000, select_seeds=[0, 1, 2],
+                  select_all_bits_seeds=[0]),
+    "paper": dict(n_train=None, n_query=1000, stages=20, finetune_stages=10, cifar_n_train=None,
+                  cifar_bits=[8, 16, 32, 64], n_monitor=2000, n_val=5000, select_seeds=[0, 1, 2],
+                  select_all_bits_seeds=[0, 1, 2]),
+}
+"""Notebook 03's sizes per profile. ``n_train``: training images of the split (None: the whole
+training split: all 60,000 of MNIST at profile paper); ``n_query``: random test queries;
+``stages``: rungs of the b ladder from ``b_start`` to 1000 (quick: x3.16 per rung: 1, 3.2, 10,
+32, 100, 316, 1000); ``finetune_stages``: rungs' worth of epochs at ``b_end`` after the ladder;
+``cifar_n_train``, ``cifar_bits``: the CIFAR-10 part; ``n_monitor``: training images of the
+per-epoch statistics; ``n_val``: held-out training images of the schedule selection; the
+candidate schedules are scored at the headline code length with every seed of ``select_seeds``
+and at every code length with every seed of ``select_all_bits_seeds`` (:func:`selection_design`;
+profile quick scores every length at seed 0 only, for time: one 8-epoch model costs minutes on
+a shared 2-core CPU)."""
 
 
 # --------------------------------------------------------------------------- #
@@ -190,6 +261,13 @@ class BSchedule:
         Default: ``b_end`` (every layer is annealed alike). Only the code layer
         has to become binary; a hidden layer driven to a very large ``b``
         saturates, and its gradient, ``(b / 2)(1 - f^2)``, vanishes.
+    b_max : float >= b_end, optional
+        The top of the ladder the stages climb: the stages are spaced from
+        ``b_start`` to ``b_max`` and ``b`` stops rising at ``b_end``
+        (``b = min(ladder, b_end)``), so a schedule that ends lower follows
+        the same steps as one that goes on, and then holds. The hidden layers'
+        ladder tops out at ``b_max * hidden_b_end / b_end``, cut at
+        ``hidden_b_end``. Default: ``b_end`` (the stages end at ``b_end``).
 
     Examples
     --------
@@ -204,6 +282,7 @@ class BSchedule:
     finetune_epochs: int = 2
     stage_epochs: int = 1
     hidden_b_end: Optional[float] = None
+    b_max: Optional[float] = None
 
     def __post_init__(self):
         config.check_choice("b schedule", self.kind, SCHEDULE_KINDS)
@@ -211,6 +290,9 @@ class BSchedule:
         _check_b(self.b_end)
         if self.hidden_b_end is not None:
             _check_b(self.hidden_b_end)
+        if self.b_max is not None and not _check_b(self.b_max) >= self.b_end:
+            raise ValueError(f"b_max (the top of the ladder) must be at least b_end = {self.b_end:g}, "
+                             f"got {self.b_max!r}")
         for name, low in (("anneal_epochs", 1), ("finetune_epochs", 0), ("stage_epochs", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
@@ -230,10 +312,13 @@ class BSchedule:
             raise ValueError(f"epoch {epoch} is outside 0..{self.epochs - 1}")
         if self.kind == "constant" or epoch >= self.anneal_epochs:
             return float(end)
+        top = end if self.b_max is None else self.b_max * end / self.b_end  # the ladder's top
         t = (epoch // self.stage_epochs) / (self.n_stages - 1) if self.n_stages > 1 else 1.0
         if self.kind == "geometric":
-            return float(self.b_start * (end / self.b_start) ** t)
-        return float(self.b_start + (end - self.b_start) * t)
+            b = self.b_start * (top / self.b_start) ** t
+        else:
+            b = self.b_start + (top - self.b_start) * t
+        return float(end) if b >= end * (1 - 1e-9) else float(b)  # a rung at b_end is b_end
 
     def code_b(self, epoch: int) -> float:
         """``b`` of the code layer during ``epoch`` (0-based)."""
@@ -251,7 +336,83 @@ class BSchedule:
         return np.array([self.code_b(e) for e in range(self.epochs)])
 
     def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The fields as a dict (``b_max`` only when set, so older cache keys stay valid)."""
+        out = dataclasses.asdict(self)
+        if out["b_max"] is None:
+            del out["b_max"]
+        return out
+
+    @classmethod
+    def paced(cls, b_end: float = DEFAULT_B_END, pace: int = DEFAULT_PACE, *, stages: int = 7,
+              finetune_stages: int = 1, b_max: float = PAPER_B_END, kind: str = "geometric",
+              b_start: float = 1.0, hidden_b_end: Optional[float] = None) -> "BSchedule":
+        """The schedule given by its end and its pace, on a fixed ladder of ``b``.
+
+        The ladder has ``stages`` rungs spaced by ``kind`` from ``b_start`` to
+        ``max(b_max, b_end)`` (by default the reach of the paper's schedule as
+        the study reads it, 1000). ``b`` climbs one rung every ``pace`` epochs
+        and stops at ``b_end``, where it stays for the remaining rungs and for
+        ``finetune_stages * pace`` more epochs. So the end changes only where
+        ``b`` stops, and the pace stretches the whole run:
+        ``epochs = (stages + finetune_stages) * pace``.
+
+        Parameters
+        ----------
+        b_end : float
+            ``b`` of the code layer at the end, a finite number in
+            ``[b_start, 1e6]``.
+        pace : int
+            Epochs per rung of the ladder, an integer in ``1..20``.
+        stages, finetune_stages : int >= 1, >= 0
+            Rungs of the ladder; rungs' worth of epochs at ``b_end`` after it.
+        b_max : float
+            The top of the ladder (raised to ``b_end`` when lower).
+        kind, b_start, hidden_b_end : see :class:`BSchedule`
+
+        Raises
+        ------
+        ValueError
+            One message naming the bad argument and its allowed range.
+
+        Examples
+        --------
+        >>> BSchedule.paced(100, 2, stages=4, finetune_stages=1, b_max=1000).values()
+        array([  1.,   1.,  10.,  10., 100., 100., 100., 100., 100., 100.])
+        """
+        check_pace(pace)
+        b_start = _check_b(b_start)
+        b_end = check_b_end(b_end, b_start)
+        for name, value, low in (("stages", stages, 1), ("finetune_stages", finetune_stages, 0)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        top = max(_check_b(b_max), b_end)
+        return cls(kind, b_start, b_end, anneal_epochs=int(stages * pace),
+                   finetune_epochs=int(finetune_stages * pace), stage_epochs=int(pace),
+                   hidden_b_end=hidden_b_end, b_max=None if top == b_end else top)
+
+
+MAX_PACE = 20
+MAX_B_END = 1e6
+
+
+def check_pace(pace) -> int:
+    """``pace`` (epochs per value of b) as an int; ValueError unless it is an integer in 1..20."""
+    if isinstance(pace, bool) or not isinstance(pace, (int, np.integer)) or not 1 <= pace <= MAX_PACE:
+        raise ValueError(f"pace (epochs per value of b, the notebook's stage_epochs) must be an "
+                         f"integer in 1..{MAX_PACE}, got {pace!r}")
+    return int(pace)
+
+
+def check_b_end(b_end, b_start: float = 1.0) -> float:
+    """``b_end`` as a float; ValueError unless it is a finite number in ``[b_start, 1e6]``."""
+    try:
+        value = float(b_end)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if isinstance(b_end, bool) or not (b_start <= value <= MAX_B_END):
+        raise ValueError(f"b_end (b of the code layer at the end of the schedule) must be a number "
+                         f"in [b_start, {MAX_B_END:g}] = [{b_start:g}, {MAX_B_END:g}], got {b_end!r}")
+    return value
 
 
 # --------------------------------------------------------------------------- #
@@ -432,9 +593,28 @@ def _monitor(model: TanhAutoencoder, x: torch.Tensor) -> dict:
             "histogram": counts.tolist()}
 
 
+VALIDATION_K = 90
+"""Cut-off of the precision measured on held-out images along the schedule (the paper's top 90)."""
+
+
+@torch.inference_mode()
+def _validate(model: TanhAutoencoder, x: torch.Tensor, labels: Optional[np.ndarray]) -> dict:
+    """The monitor statistics on held-out images, prefixed ``val_``, plus their precision@90."""
+    stats = _monitor(model, x)
+    out = {f"val_{k}": v for k, v in stats.items() if k != "histogram"}
+    if labels is not None:
+        acts = torch.cat([model.code_activations(x[i:i + 512]) for i in range(0, len(x), 512)])
+        codes = (acts >= 0).numpy().astype(np.uint8)
+        k = min(VALIDATION_K, len(x) - 1)
+        out[f"val_precision@{VALIDATION_K}"] = evaluate_excluding_self(
+            codes, codes, labels, labels, np.arange(len(x)), [f"precision@{k}"])[f"precision@{k}"]
+    return out
+
+
 def train_autoencoder(model: TanhAutoencoder, images: np.ndarray, schedule: BSchedule, *,
                       batch_size: int = 64, lr: float = 1e-3, final_lr: float = 1e-5, seed: int = 0,
-                      monitor: Optional[np.ndarray] = None, progress: bool = True,
+                      monitor: Optional[np.ndarray] = None, validation: Optional[np.ndarray] = None,
+                      validation_labels: Optional[np.ndarray] = None, progress: bool = True,
                       desc: str = "tanh autoencoder") -> dict:
     """Train ``model`` in place with Adam, a linearly falling learning rate and ``schedule`` for b.
 
@@ -452,6 +632,15 @@ def train_autoencoder(model: TanhAutoencoder, images: np.ndarray, schedule: BSch
     monitor : uint8 images, optional
         Images on which each epoch's statistics are measured (default: the
         first 1,000 training images).
+    validation : uint8 images, optional
+        Held-out images (not in ``images``) on which the same statistics are
+        measured every epoch, as ``val_binary_fraction``, ``val_mse_continuous``
+        and ``val_mse_binary``.
+    validation_labels : int ``(len(validation),)``, optional
+        Their labels: each epoch then also logs ``val_precision@90``, the
+        precision of the top 90 when every validation image queries the codes
+        of the others (its own excluded; ties averaged). Labels are used for
+        this measurement only, never for training.
 
     Returns
     -------
@@ -460,7 +649,8 @@ def train_autoencoder(model: TanhAutoencoder, images: np.ndarray, schedule: BSch
         on ``monitor`` at the end of the epoch: ``epoch``, ``b`` (code layer),
         ``binary_fraction``, ``mse_continuous`` and ``mse_binary`` (decoding
         the continuous codes and their signs), ``histogram`` (counts of code
-        activations in :data:`HISTOGRAM_BINS`)), ``seconds``, ``schedule``.
+        activations in :data:`HISTOGRAM_BINS`), and the ``val_*`` entries when
+        ``validation`` is given), ``seconds``, ``schedule``.
     """
     if not isinstance(schedule, BSchedule):
         raise TypeError(f"schedule must be a BSchedule, got {type(schedule).__name__}")
@@ -468,6 +658,16 @@ def train_autoencoder(model: TanhAutoencoder, images: np.ndarray, schedule: BSch
         raise ValueError(f"need 0 < final_lr <= lr, got lr={lr!r}, final_lr={final_lr!r}")
     x = images_to_tensor(images)
     x_mon = images_to_tensor(monitor if monitor is not None else images[:1000])
+    x_val = images_to_tensor(validation) if validation is not None else None
+    y_val = None
+    if validation_labels is not None:
+        if x_val is None:
+            raise ValueError("validation_labels needs validation images")
+        y_val = np.asarray(validation_labels)
+        if y_val.shape != (len(x_val),):
+            raise ValueError(f"validation_labels must have shape ({len(x_val)},), got {y_val.shape}")
+        if len(x_val) < 2:
+            raise ValueError("precision on validation images needs at least 2 of them")
     model.set_b(schedule.layer_b(0, model.n_dense))
     # start the sigmoid output at the mean training pixel (per channel): from the default
     # bias of 0 (output 0.5) the first Adam steps saturate the decoder and the codes collapse
@@ -477,6 +677,8 @@ def train_autoencoder(model: TanhAutoencoder, images: np.ndarray, schedule: BSch
 
     def on_epoch_end(epoch: int, m: TanhAutoencoder) -> dict:
         logged = {"epoch": epoch + 1, "b": m.b[-1], **_monitor(m, x_mon)}
+        if x_val is not None:
+            logged.update(_validate(m, x_val, y_val))
         if epoch + 1 < schedule.epochs:  # b for the next epoch
             m.set_b(schedule.layer_b(epoch + 1, m.n_dense))
         return logged
@@ -513,6 +715,9 @@ class TanhAEHasher:
     n_monitor : int
         Training images (a seeded random subset) on which the per-epoch
         statistics are measured.
+    validation : (uint8 images, int labels), optional
+        Held-out images and their labels, measured every epoch (the ``val_*``
+        entries of :func:`train_autoencoder`); part of the cache key.
     progress : bool
         Show a progress bar while training.
 
@@ -528,8 +733,19 @@ class TanhAEHasher:
     def __init__(self, n_bits: int, seed: int = 0, *, n_dense: int = 2, hidden: int = 256,
                  conv_activation: str = "relu", schedule: Optional[BSchedule] = None,
                  batch_size: int = 64, lr: float = 1e-3, final_lr: float = 1e-5,
-                 n_monitor: int = 1000, progress: bool = True):
+                 n_monitor: int = 1000, validation: Optional[tuple] = None, progress: bool = True):
         (self.n_bits,) = config.check_bits(n_bits)
+        if schedule is not None and not isinstance(schedule, BSchedule):
+            raise TypeError(f"schedule must be a BSchedule, got {type(schedule).__name__}")
+        if validation is not None:
+            if not isinstance(validation, (tuple, list)) or len(validation) != 2:
+                raise ValueError("validation must be a pair (uint8 images, labels)")
+            images_to_tensor(np.asarray(validation[0])[:1])  # shape and dtype check
+            if len(validation[1]) != len(validation[0]):
+                raise ValueError(f"validation has {len(validation[0])} images but "
+                                 f"{len(validation[1])} labels")
+            validation = (np.asarray(validation[0]), np.asarray(validation[1]))
+        self.validation = validation
         config.check_choice("conv_activation", conv_activation, CONV_ACTIVATIONS)
         self.seed, self.n_dense, self.hidden = int(seed), n_dense, hidden
         self.conv_activation = conv_activation
@@ -559,10 +775,15 @@ class TanhAEHasher:
                "hidden": self.hidden, "conv_activation": self.conv_activation,
                "schedule": self.schedule.as_dict(), "batch_size": self.batch_size, "lr": self.lr,
                "final_lr": self.final_lr, "n_monitor": self.n_monitor}
+        val_images = val_labels = None
+        if self.validation is not None:  # the key of a run without validation stays as it was
+            val_images, val_labels = self.validation
+            key["validation"] = _digest(val_images) + "-" + _digest(val_labels.astype(np.int64))
 
         def train(model):
             return train_autoencoder(model, X, self.schedule, batch_size=self.batch_size, lr=self.lr,
                                      final_lr=self.final_lr, seed=self.seed, monitor=monitor,
+                                     validation=val_images, validation_labels=val_labels,
                                      progress=self.progress, desc=f"tanh AE {self.n_bits} bits")
 
         self.model_, self.history_, self.loaded_ = training.cached_model(
@@ -592,6 +813,207 @@ class TanhAEHasher:
             z = np.where(z >= 0, 1.0, -1.0).astype(np.float32)
         out = training.predict(model, torch.from_numpy(z), fn=lambda m, batch: m.decode(batch))
         return tensor_to_images(out)
+
+
+# --------------------------------------------------------------------------- #
+# Choosing the schedule's end and pace on held-out training images
+# --------------------------------------------------------------------------- #
+
+MIN_BINARY_SHARE = 0.99
+"""A schedule qualifies only when, at the end of training, at least this share of the held-out
+code activations is binary (``|f_b| >= BINARY_LEVEL``) in *every* run (every code length and
+seed): the study's reading of "completely discrete" (sec. 4), the threshold of the claims
+ledger's row ``tanh-binary-codes``. A schedule that does not binarise cannot be chosen."""
+PRECISION_TIE = 0.01
+"""Qualifying schedules whose mean held-out precision@90 is within this of the best are tied."""
+FINAL_COLUMNS = ("b_end", "pace", "bits", "seed", "epochs", "binary_fraction", "mse_binary",
+                 "mse_continuous", f"precision@{VALIDATION_K}")
+LADDER_COLUMNS = ("b_end", "pace", "bits", "seed", "epoch", "b", "binary_fraction", "mse_binary",
+                  "mse_continuous", f"precision@{VALIDATION_K}")
+CANDIDATE_COLUMNS = ("b_end", "pace", "epochs", "runs", "complete", "min_binary_fraction",
+                     "mean_binary_fraction", f"precision@{VALIDATION_K}", f"precision@{VALIDATION_K}_std",
+                     f"min_precision@{VALIDATION_K}", "mse_binary", "mse_continuous", "qualifies", "reason")
+
+
+def _history(run) -> dict:
+    """A run as its history dict (a fitted :class:`TanhAEHasher` or its ``history_``)."""
+    hist = getattr(run, "history_", run)
+    if not isinstance(hist, Mapping) or "logs" not in hist or "schedule" not in hist:
+        raise ValueError("a run must be a fitted TanhAEHasher or its history_ dict")
+    if not hist["logs"] or "val_mse_binary" not in hist["logs"][-1]:
+        raise ValueError("a run was trained without held-out (validation) images")
+    return hist
+
+
+def _val_row(log: dict) -> dict:
+    return {"binary_fraction": float(log["val_binary_fraction"]), "mse_binary": float(log["val_mse_binary"]),
+            "mse_continuous": float(log["val_mse_continuous"]),
+            f"precision@{VALIDATION_K}": float(log.get(f"val_precision@{VALIDATION_K}", np.nan))}
+
+
+def final_table(runs: Mapping[tuple, object]):
+    """The held-out statistics of every run *at the end of its training*, one row per run.
+
+    Parameters
+    ----------
+    runs : ``{(b_end, pace, bits, seed): fitted TanhAEHasher or its history_}``
+        E.g. :func:`selection_runs`; every run trained with held-out images.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`FINAL_COLUMNS`, sorted by ``b_end``, ``pace``, ``bits``,
+        ``seed``: the last epoch's share of binary held-out activations,
+        reconstruction MSE from the binary and from the continuous codes, and
+        held-out precision@90.
+    """
+    import pandas as pd
+
+    rows = []
+    for (b_end, pace, n_bits, seed), run in runs.items():
+        hist = _history(run)
+        rows.append({"b_end": float(b_end), "pace": int(pace), "bits": int(n_bits), "seed": int(seed),
+                     "epochs": len(hist["logs"]), **_val_row(hist["logs"][-1])})
+    table = pd.DataFrame(rows, columns=list(FINAL_COLUMNS))
+    return table.sort_values(["b_end", "pace", "bits", "seed"], kind="stable").reset_index(drop=True)
+
+
+def ladder_table(runs: Mapping[tuple, object]):
+    """The held-out statistics while ``b`` rises: one row per run and value of ``b``.
+
+    What a run shows on its way up, not the state training ends in: for each
+    value the code layer's ``b`` takes while it rises (the annealing epochs;
+    rungs held at ``b_end`` count as one), the reading at the last epoch at
+    that value. Columns :data:`LADDER_COLUMNS`.
+    """
+    import pandas as pd
+
+    rows = []
+    for (b_end, pace, n_bits, seed), run in runs.items():
+        hist = _history(run)
+        sched = hist["schedule"]
+        rising = [r for r in hist["logs"] if r["epoch"] <= sched["anneal_epochs"]]
+        for i, r in enumerate(rising):
+            if i + 1 < len(rising) and np.isclose(rising[i + 1]["b"], r["b"]):
+                continue  # not the rung's last epoch
+            rows.append({"b_end": float(b_end), "pace": int(pace), "bits": int(n_bits), "seed": int(seed),
+                         "epoch": int(r["epoch"]), "b": float(r["b"]), **_val_row(r)})
+    return pd.DataFrame(rows, columns=list(LADDER_COLUMNS))
+
+
+def candidate_table(final, design: Optional[Sequence[tuple[int, int]]] = None,
+                    min_binary_share: float = MIN_BINARY_SHARE):
+    """Each schedule (``b_end``, ``pace``) of :func:`final_table` summarised over its runs.
+
+    A schedule *qualifies* when it was measured at every ``(bits, seed)`` run
+    of ``design`` (:func:`selection_design`; default: every pair in the
+    table) and each of those runs ends with at least ``min_binary_share`` of
+    its held-out activations binary. ``precision@90`` and the MSE columns are
+    means over those runs; ``precision@90_std`` is the standard deviation over
+    seeds of the runs of the code length measured with most seeds (NaN for
+    one seed); ``reason`` says why a schedule does not qualify. Columns
+    :data:`CANDIDATE_COLUMNS`.
+    """
+    import pandas as pd
+
+    key = f"precision@{VALIDATION_K}"
+    if not 0 < float(min_binary_share) <= 1:
+        raise ValueError(f"min_binary_share must be in (0, 1], got {min_binary_share!r}")
+    design = sorted(set(zip(final["bits"], final["seed"]))) if design is None else \
+        sorted({(int(b), int(s)) for b, s in design})
+    rows = []
+    for (b_end, pace), runs in final.groupby(["b_end", "pace"], sort=True):
+        runs = runs[[(b, s) in set(design) for b, s in zip(runs.bits, runs.seed)]]
+        have = set(zip(runs.bits, runs.seed))
+        missing = [(b, s) for b, s in design if (b, s) not in have]
+        worst = runs.loc[runs.binary_fraction.idxmin()] if len(runs) else None
+        most = runs.bits.value_counts().idxmax() if len(runs) else None
+        per_seed = runs[runs.bits == most][key]
+        binary = worst is not None and worst.binary_fraction >= min_binary_share
+        reason = ("not measured at " + ", ".join(f"{b} bits seed {s}" for b, s in missing[:4])
+                  + (" ..." if len(missing) > 4 else "")) if missing else \
+            "" if binary else (f"not binary: {worst.binary_fraction:.1%} of the held-out activations "
+                               f"at {int(worst.bits)} bits, seed {int(worst.seed)} "
+                               f"(needs {min_binary_share:.0%} in every run)")
+        rows.append({"b_end": float(b_end), "pace": int(pace),
+                     "epochs": int(runs.epochs.max()) if len(runs) else 0, "runs": len(runs),
+                     "complete": not missing,
+                     "min_binary_fraction": float(runs.binary_fraction.min()) if len(runs) else np.nan,
+                     "mean_binary_fraction": float(runs.binary_fraction.mean()) if len(runs) else np.nan,
+                     key: float(runs[key].mean()) if len(runs) else np.nan,
+                     f"{key}_std": float(per_seed.std(ddof=1)) if len(per_seed) > 1 else np.nan,
+                     f"min_{key}": float(runs[key].min()) if len(runs) else np.nan,
+                     "mse_binary": float(runs.mse_binary.mean()) if len(runs) else np.nan,
+                     "mse_continuous": float(runs.mse_continuous.mean()) if len(runs) else np.nan,
+                     "qualifies": bool(not missing and binary), "reason": reason})
+    return pd.DataFrame(rows, columns=list(CANDIDATE_COLUMNS))
+
+
+def choose_schedule(final, design: Optional[Sequence[tuple[int, int]]] = None,
+                    min_binary_share: float = MIN_BINARY_SHARE, tie: float = PRECISION_TIE) -> dict:
+    """The rule of notebook 03 that picks the schedule's end and pace, from held-out training images.
+
+    On the *final state* of the runs of every candidate schedule
+    (:func:`final_table` of :func:`selection_runs`) at the ``(bits, seed)``
+    runs of ``design`` (:func:`selection_design`: every code length, and
+    several seeds):
+
+    1. a schedule qualifies only when it was run at every run of the design
+       and every one of those runs ends with at least ``min_binary_share``
+       (99 %) of its held-out code activations binary (``|f_b| >= 0.99``):
+       a schedule that leaves some code layer continuous cannot be chosen,
+       however well it retrieves (thresholding a continuous code is the
+       "filter" approach of sec. 2);
+    2. the qualifying schedules are ranked by their held-out precision@90,
+       the mean over the runs of the design; those within ``tie`` (0.01) of
+       the best are tied;
+    3. among the tied: the fastest pace (a slower pace costs proportionally
+       more training, so it has to win by more than ``tie``), then the lowest
+       held-out reconstruction error from the binary codes (sec. 4: "if the
+       image can be reconstructed from the binary latent representation"),
+       then the smaller ``b_end``.
+
+    Returns
+    -------
+    dict
+        ``b_end``, ``pace``, ``precision`` (mean held-out precision@90) and
+        ``precision_std`` (over seeds), ``mse_binary``, ``binary_fraction``
+        (the smallest share of any of its runs), ``candidates``
+        (:func:`candidate_table`), ``text`` (the choice and why the others
+        lost, in one paragraph).
+
+    Raises
+    ------
+    ValueError
+        When no schedule qualifies (the message lists why each one fails).
+    """
+    key = f"precision@{VALIDATION_K}"
+    if isinstance(tie, bool) or not isinstance(tie, (int, float)) or not tie >= 0:
+        raise ValueError(f"tie must be a number >= 0, got {tie!r}")
+    cand = candidate_table(final, design, min_binary_share)
+    ok = cand[cand.qualifies & cand[key].notna()]
+    if ok.empty:
+        why = "; ".join(f"b_end = {r.b_end:g}, pace {r.pace}: {r.reason or 'no held-out precision'}"
+                        for r in cand.itertuples())
+        raise ValueError(f"no schedule qualifies ({why or 'no runs'}); try a larger b_end")
+    tied = ok[ok[key] >= ok[key].max() - tie]
+    top = tied.sort_values(["pace", "mse_binary", "b_end"], kind="stable").iloc[0]
+    others = []
+    for _, r in cand.iterrows():
+        if r.b_end == top.b_end and r.pace == top.pace:
+            continue
+        others.append(f"b_end = {r.b_end:g}, pace {int(r.pace)}: " + (
+            r.reason if not r.qualifies else f"qualifies, precision@{VALIDATION_K} {r[key]:.3f}, "
+                                             f"reconstruction MSE from the binary codes {r.mse_binary:.4f}"))
+    text = (f"b_end = {top.b_end:g} at pace {int(top.pace)} ({int(top.epochs)} epochs): held-out "
+            f"precision@{VALIDATION_K} {top[key]:.3f} (mean of {int(top.runs)} runs; seed std "
+            f"{top[key + '_std']:.3f}), reconstruction MSE from the "
+            f"binary codes {top.mse_binary:.4f}, at least {top.min_binary_fraction:.1%} of the held-out "
+            f"activations binary in every run"
+            + (". Others: " + "; ".join(others) if others else ""))
+    return {"b_end": float(top.b_end), "pace": int(top.pace), "precision": float(top[key]),
+            "precision_std": float(top[f"{key}_std"]), "mse_binary": float(top.mse_binary),
+            "binary_fraction": float(top.min_binary_fraction), "candidates": cand, "text": text}
 
 
 # --------------------------------------------------------------------------- #
@@ -663,6 +1085,143 @@ def test_vs_test_split(dataset: str, n_query: int, seed: int = 0, *, n_train: Op
                            query=saved["query"], database=np.arange(n_tr, n_tr + n_te, dtype=np.int64),
                            train=saved["train"], n_train_split=n_tr, n_test_split=n_te,
                            description=TEST_VS_TEST)
+
+
+def validation_split(split: protocols.Split, n_val: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Held-out *training* images on which the schedule is chosen: ``(fit, val)`` pool indices.
+
+    Only images of the training split are used, never a query or database
+    (test) image. When the split trains on a subset and at least ``n_val``
+    training images are left over (profile quick: 50,000 of 60,000),
+    ``val`` is ``n_val`` of those and ``fit`` is ``split.train`` itself, so a
+    model trained for the selection is the same as one trained on the
+    split. Otherwise (profile paper trains on all 60,000) ``val`` is ``n_val``
+    of ``split.train`` and ``fit`` the rest of it.
+
+    Parameters
+    ----------
+    split : Split
+        From :func:`test_vs_test_split` (pool indices: training split first).
+    n_val : int >= 2
+    seed : int
+        Seed of the draw.
+
+    Returns
+    -------
+    fit, val : sorted int64 arrays of pool indices, disjoint, both in the training split
+    """
+    if isinstance(n_val, bool) or not isinstance(n_val, (int, np.integer)) or n_val < 2:
+        raise ValueError(f"n_val must be an integer >= 2, got {n_val!r}")
+    n_tr = int(split.n_train_split)
+    train = np.asarray(split.train, dtype=np.int64)
+    if train.size and (train.min() < 0 or train.max() >= n_tr):
+        raise ValueError("split.train must hold training-split pool indices (0..n_train_split-1)")
+    rng = np.random.default_rng([int(seed), 20200507])  # the paper's date: its own stream
+    unused = np.setdiff1d(np.arange(n_tr, dtype=np.int64), train)
+    if len(unused) >= n_val:
+        return np.sort(train), np.sort(rng.choice(unused, size=n_val, replace=False))
+    if len(train) < n_val + 2:
+        raise ValueError(f"n_val={n_val} leaves fewer than 2 of the {len(train)} training images "
+                         "to train on")
+    val = np.sort(rng.choice(train, size=n_val, replace=False))
+    return np.setdiff1d(train, val), val
+
+
+def candidate_schedule(b_end: float, pace: int, *, stages: int, finetune_stages: int,
+                       kind: str = "geometric", b_start: float = 1.0,
+                       hidden_b_ratio: float = 0.1) -> BSchedule:
+    """Notebook 03's schedule for an end and a pace: :meth:`BSchedule.paced` on the ladder to 1000.
+
+    The ladder reaches :data:`PAPER_B_END` whatever the end, and the hidden
+    dense layers stop at ``hidden_b_ratio * b_end``; ``stages`` and
+    ``finetune_stages`` are the profile's.
+    """
+    if isinstance(hidden_b_ratio, bool) or not isinstance(hidden_b_ratio, (int, float, np.floating)) \
+            or not 0 < hidden_b_ratio < math.inf:
+        raise ValueError(f"hidden_b_ratio must be a finite number > 0, got {hidden_b_ratio!r}")
+    b_end = check_b_end(b_end, _check_b(b_start))
+    return BSchedule.paced(b_end, pace, stages=stages, finetune_stages=finetune_stages, kind=kind,
+                           b_start=b_start, b_max=PAPER_B_END, hidden_b_end=hidden_b_ratio * b_end)
+
+
+def selection_design(bits: Sequence[int], headline_bits: int, all_bits_seeds: Sequence[int],
+                     headline_seeds: Sequence[int]) -> list[tuple[int, int]]:
+    """The ``(bits, seed)`` runs on which every candidate schedule is scored.
+
+    Every code length of ``bits`` with every seed of ``all_bits_seeds``, and
+    ``headline_bits`` with every seed of ``headline_seeds``; sorted, no repeats.
+
+    >>> selection_design([8, 16, 32], 16, [0], [0, 1, 2])
+    [(8, 0), (16, 0), (16, 1), (16, 2), (32, 0)]
+    """
+    bits = config.check_bits(bits)
+    config.check_choice("headline_bits", headline_bits, bits)
+    for name, seeds in (("all_bits_seeds", all_bits_seeds), ("headline_seeds", headline_seeds)):
+        if isinstance(seeds, (str, bytes)) or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool)
+                                                      for s in seeds):
+            raise ValueError(f"{name} must be a list of integer seeds, got {seeds!r}")
+    pairs = {(int(b), int(s)) for b in bits for s in all_bits_seeds}
+    pairs |= {(int(headline_bits), int(s)) for s in headline_seeds}
+    if not pairs:
+        raise ValueError("the selection design is empty: give all_bits_seeds or headline_seeds")
+    return sorted(pairs)
+
+
+def selection_runs(images: np.ndarray, labels: np.ndarray, dataset: str, *,
+                   design: Sequence[tuple[int, int]], b_ends: Sequence[float], paces: Sequence[int],
+                   n_query: int, n_train: Optional[int], n_val: int, stages: int,
+                   finetune_stages: int, kind: str = "geometric", b_start: float = 1.0,
+                   hidden_b_ratio: float = 0.1, progress: bool = False, **hasher_params) -> dict:
+    """Train every candidate schedule at every code length and seed, measured on held-out images.
+
+    For each run ``(bits, s)`` of ``design`` (:func:`selection_design`): the
+    split of notebook 03 with seed ``s`` (:func:`test_vs_test_split`) and its
+    held-out *training* images (:func:`validation_split`, seed ``s``); then,
+    for each end in ``b_ends`` and pace in ``paces``, a :class:`TanhAEHasher`
+    with seed ``s`` and :func:`candidate_schedule` trained on the split's
+    training images (at profile quick: exactly the images the comparison's
+    autoencoders train on, so the candidate that the notebook uses is the
+    same cached model) and measured every epoch on the held-out images. No
+    query or database image is used.
+
+    Parameters
+    ----------
+    images, labels : the dataset's pool (:func:`hashstudy.protocols.load_pool`)
+    dataset : str
+    design : ``[(bits, seed), ...]``
+    b_ends, paces : the candidate schedules
+    n_query, n_train : the notebook's split sizes
+    n_val : int
+        Held-out training images per seed.
+    stages, finetune_stages, kind, b_start, hidden_b_ratio : see :func:`candidate_schedule`
+    **hasher_params
+        The other :class:`TanhAEHasher` arguments (``n_dense``, ``hidden``, ...).
+
+    Returns
+    -------
+    dict ``(b_end, pace, bits, seed) -> fitted TanhAEHasher`` (its ``history_`` holds the
+    per-epoch held-out statistics)
+    """
+    b_ends = [check_b_end(b, b_start) for b in b_ends]
+    paces = [check_pace(p) for p in paces]
+    design = [(config.check_bits([b])[0], int(s)) for b, s in design]
+    for name, values in (("b_ends", b_ends), ("paces", paces), ("design", design)):
+        if not values:
+            raise ValueError(f"{name} must name at least one value")
+    out = {}
+    for seed in sorted({s for _, s in design}):
+        split = test_vs_test_split(dataset, n_query, seed, n_train=n_train)
+        fit, val = validation_split(split, n_val, seed)
+        validation = (images[val], labels[val])
+        for b_end in b_ends:
+            for pace in paces:
+                sched = candidate_schedule(b_end, pace, stages=stages, finetune_stages=finetune_stages,
+                                           kind=kind, b_start=b_start, hidden_b_ratio=hidden_b_ratio)
+                for n_bits in sorted(b for b, s in design if s == seed):
+                    hasher = TanhAEHasher(n_bits, seed=seed, schedule=sched, validation=validation,
+                                          progress=progress, **hasher_params).fit(images[fit])
+                    out[(b_end, pace, n_bits, seed)] = hasher
+    return out
 
 
 def self_positions(split: protocols.Split) -> np.ndarray:
@@ -887,6 +1446,82 @@ def plot_binarisation(histories: Mapping[str, dict], title: str = "",
     return fig
 
 
+def plot_schedule_selection(final, ladder=None, chosen: Optional[Mapping] = None, title: str = ""):
+    """Held-out precision@90, reconstruction error and binary share against ``b``.
+
+    ``final``: :func:`final_table`; for each code length (one colour) and
+    pace (one line style), the state at the *end of training* of each
+    schedule's end ``b_end`` (mean over seeds, bars: the standard deviation).
+    ``ladder``: :func:`ladder_table`, optional; the readings at the end of
+    each rung while ``b`` rises, of the runs with the largest ``b_end`` at the
+    chosen (else the fastest) pace (mean over seeds, thin dotted lines): what
+    a run shows on its way up, which is not what it ends in. ``chosen``:
+    :func:`choose_schedule`'s result, a vertical line at its ``b_end``.
+    Panels: precision@90; reconstruction MSE from the binary codes (from the
+    continuous codes: the thin dashed lines); share of ``|f| >= 0.99`` with
+    the rule's :data:`MIN_BINARY_SHARE`.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    from . import plots
+
+    key = f"precision@{VALIDATION_K}"
+    fig, axes = plt.subplots(1, 3, figsize=(12.5, 3.6))
+    all_bits = sorted(set(final.bits))
+    colours = {b: plt.get_cmap("tab10")(i % 10) for i, b in enumerate(all_bits)}
+    paces = sorted(set(final.pace))
+    styles = dict(zip(paces, ["-", "--", "-.", ":"] * 4))
+    markers = dict(zip(paces, ["o", "s", "^", "D"] * 4))
+    for (n_bits, pace), rows in final.groupby(["bits", "pace"], sort=True):
+        stats = rows.groupby("b_end")[[key, "mse_binary", "mse_continuous", "binary_fraction"]]
+        mean, std = stats.mean(), stats.std(ddof=1).fillna(0.0)
+        kw = dict(color=colours[n_bits], ls=styles[pace], marker=markers[pace], ms=4, capsize=2)
+        label = f"{n_bits} bits" + (f", pace {pace}" if len(paces) > 1 else "")
+        axes[0].errorbar(mean.index, mean[key], yerr=std[key], label=label, **kw)
+        axes[1].errorbar(mean.index, mean.mse_binary, yerr=std.mse_binary, **kw)
+        axes[1].plot(mean.index, mean.mse_continuous, color=colours[n_bits], ls="--", lw=0.8)
+        axes[2].errorbar(mean.index, mean.binary_fraction, yerr=std.binary_fraction, clip_on=False, **kw)
+    if ladder is not None and len(ladder):
+        pace = chosen["pace"] if chosen is not None else min(ladder.pace)
+        rows = ladder[ladder.pace == pace]
+        rows = rows[rows.b_end == rows.b_end.max()] if len(rows) else rows
+        for n_bits, r in rows.groupby("bits", sort=True):
+            m = r.groupby("b")[[key, "mse_binary", "binary_fraction"]].mean()
+            c = colours.get(n_bits, "grey")
+            axes[0].plot(m.index, m[key], ":", color=c, lw=1, alpha=0.8)
+            axes[1].plot(m.index, m.mse_binary, ":", color=c, lw=1, alpha=0.8)
+            axes[2].plot(m.index, m.binary_fraction, ":", color=c, lw=1, alpha=0.8, clip_on=False)
+        if len(rows):
+            axes[0].add_line(Line2D([], [], color="black", ls=":", lw=1,
+                                    label=f"on the way up (end of each rung; runs to b = "
+                                          f"{rows.b_end.max():g}, pace {pace})"))
+    axes[2].axhline(MIN_BINARY_SHARE, color="grey", lw=0.8)
+    axes[2].text(min(final.b_end.min(), 1.0), MIN_BINARY_SHARE,
+                 f" rule: >= {MIN_BINARY_SHARE:.0%} in every run", va="top", fontsize=7, color="grey")
+    if chosen is not None:
+        for ax in axes:
+            ax.axvline(chosen["b_end"], color="grey", lw=1, ls=":")
+        axes[0].add_line(Line2D([], [], color="grey", lw=1, ls=":",
+                                label=f"chosen: b_end = {chosen['b_end']:g}, pace {chosen['pace']}"))
+    axes[1].add_line(Line2D([], [], color="black", marker="o", ms=4,
+                            label="end of training (mean ± std over seeds); MSE from the binary code"))
+    axes[1].add_line(Line2D([], [], color="black", ls="--", lw=0.8, label="MSE from the continuous code"))
+    axes[0].set_ylabel(f"held-out precision@{VALIDATION_K}")
+    axes[1].set_ylabel("held-out reconstruction MSE")
+    axes[2].set_ylabel(f"share of |f| >= {BINARY_LEVEL}")
+    axes[2].set_ylim(0, 1.02)
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xlabel("b of the code layer")
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    plots.figure_legend(fig)
+    return fig
+
+
 def plot_activation_histograms(history: dict, final: Optional[np.ndarray] = None, n_panels: int = 4,
                                title: str = ""):
     """Histograms of the code activations ``f_b`` as ``b`` grows.
@@ -994,3 +1629,129 @@ def plot_reconstructions(rows: Mapping[str, np.ndarray], title: str = ""):
         fig.suptitle(title, fontsize=10)
     fig.subplots_adjust(wspace=0.05, hspace=0.05)
     return fig
+
+
+# --------------------------------------------------------------------------- #
+# How far one seed moves between torch thread counts
+# --------------------------------------------------------------------------- #
+
+THREAD_COLUMNS = ("seed", "bits", "threads", f"precision@{VALIDATION_K}", "map_all", "binary_fraction",
+                  f"val_precision@{VALIDATION_K}", "val_binary_fraction", "val_mse_binary",
+                  "bit_agreement", "train_seconds", "loaded")
+
+
+def thread_runs(images: np.ndarray, labels: np.ndarray, dataset: str, *, bits: Sequence[int],
+                seeds: Sequence[int], threads: Sequence[int] = (1, 2), b_end: float = DEFAULT_B_END,
+                pace: int = DEFAULT_PACE, sizes: Optional[Mapping] = None, **hasher_params):
+    """The same seed and schedule trained with each torch thread count, and what it changes.
+
+    On a CPU, torch splits its floating-point sums by thread, so one seed gives
+    other weights on another thread count (the cache keeps them apart,
+    :func:`hashstudy.training.cached_model`). For every seed and code length,
+    the model of :func:`selection_runs` (the notebook's model at that seed) is
+    trained once per count in ``threads`` and evaluated under notebook 03's
+    protocol: precision@90 and mAP of the test queries, the share of binary
+    test activations, the held-out statistics at the end of training, and
+    ``bit_agreement``, the share of database code bits equal to those of the
+    first thread count's model.
+
+    ``sizes``: the profile's :data:`PROFILE_SIZES` entry (default: quick).
+    Returns a DataFrame with columns :data:`THREAD_COLUMNS`. torch's thread
+    count is restored afterwards.
+    """
+    import pandas as pd
+
+    sizes = dict(PROFILE_SIZES["quick"] if sizes is None else sizes)
+    threads = [int(t) for t in threads]
+    if not threads or any(isinstance(t, bool) or t < 1 for t in threads):
+        raise ValueError(f"threads must be a non-empty list of integers >= 1, got {threads!r}")
+    before = torch.get_num_threads()
+    rows = []
+    try:
+        for seed in seeds:
+            split = test_vs_test_split(dataset, sizes["n_query"], seed, n_train=sizes["n_train"])
+            selves = self_positions(split)
+            ql, dl = labels[split.query], labels[split.database]
+            for n_bits in config.check_bits(bits):
+                reference = None
+                for t in threads:
+                    torch.set_num_threads(t)  # read by the cache key when the model is fitted
+                    (hasher,) = selection_runs(
+                        images, labels, dataset, design=[(n_bits, seed)], b_ends=[b_end], paces=[pace],
+                        n_query=sizes["n_query"], n_train=sizes["n_train"], n_val=sizes["n_val"],
+                        stages=sizes["stages"], finetune_stages=sizes["finetune_stages"],
+                        n_monitor=sizes["n_monitor"], **hasher_params).values()
+                    q, d = hasher.encode(images[split.query]), hasher.encode(images[split.database])
+                    reference = d if reference is None else reference
+                    values = evaluate_excluding_self(q, d, ql, dl, selves, [f"precision@{VALIDATION_K}", "map_all"])
+                    last = hasher.history_["logs"][-1]
+                    rows.append({"seed": int(seed), "bits": n_bits, "threads": t, **values,
+                                 "binary_fraction": binary_fraction(hasher.activations(images[split.database])),
+                                 f"val_precision@{VALIDATION_K}": last[f"val_precision@{VALIDATION_K}"],
+                                 "val_binary_fraction": last["val_binary_fraction"],
+                                 "val_mse_binary": last["val_mse_binary"],
+                                 "bit_agreement": float((d == reference).mean()),
+                                 "train_seconds": float(hasher.history_["seconds"]), "loaded": bool(hasher.loaded_)})
+    finally:
+        torch.set_num_threads(before)
+    return pd.DataFrame(rows, columns=list(THREAD_COLUMNS))
+
+
+def _main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m hashstudy.autoencoder threads``: :func:`thread_runs` written beside notebook 03's report."""
+    import argparse
+
+    from . import data, protocols
+
+    parser = argparse.ArgumentParser(
+        prog="python -m hashstudy.autoencoder",
+        description="Notebook 03's autoencoder at one seed trained with several torch thread counts; "
+                    "writes threads.csv and threads.md into reports/03_tanh_autoencoder/<profile>/.")
+    parser.add_argument("command", choices=["threads"])
+    parser.add_argument("--profile", default="quick", choices=["smoke", "quick", "paper"])
+    parser.add_argument("--dataset", default="mnist")
+    parser.add_argument("--bits", default="32", help="code lengths, comma-separated (default 32)")
+    parser.add_argument("--seeds", default="0", help="seeds, comma-separated (default 0)")
+    parser.add_argument("--threads", default="1,2", help="torch thread counts, comma-separated (default 1,2)")
+    parser.add_argument("--b-end", type=float, default=DEFAULT_B_END,
+                        help=f"end of the b schedule (default {DEFAULT_B_END:g}, the notebook's)")
+    parser.add_argument("--pace", type=int, default=DEFAULT_PACE,
+                        help=f"epochs per rung of b (default {DEFAULT_PACE}, the notebook's)")
+    args = parser.parse_args(argv)
+    try:
+        ints = {name: [int(v) for v in getattr(args, name).split(",") if v.strip()]
+                for name in ("bits", "seeds", "threads")}
+    except ValueError as err:
+        parser.error(f"--bits, --seeds and --threads take comma-separated integers ({err})")
+    data.check_name("dataset", args.dataset, ["mnist", "fashion-mnist", "kmnist"])
+    sizes = PROFILE_SIZES[args.profile]
+    images, labels, _ = protocols.load_pool(args.dataset)
+    try:
+        b_end, pace = check_b_end(args.b_end), check_pace(args.pace)
+        table = thread_runs(images, labels, args.dataset, bits=ints["bits"], seeds=ints["seeds"],
+                            threads=ints["threads"], b_end=b_end, pace=pace, sizes=sizes)
+    except ValueError as err:
+        parser.error(str(err))
+    out = config.reports_dir("03_tanh_autoencoder", args.profile)
+    table.to_csv(out / "threads.csv", index=False)
+    lines = []
+    for (seed, n_bits), rows in table.groupby(["seed", "bits"], sort=True):
+        p = rows[f"precision@{VALIDATION_K}"]
+        lines.append(f"- {data.title(args.dataset)}, b_end = {b_end:g}, pace {pace}, {n_bits} bits, seed {seed}: "
+                     f"precision@{VALIDATION_K} "
+                     + ", ".join(f"{v:.3f} on {t} thread(s)" for t, v in zip(rows.threads, p))
+                     + f" (range {p.max() - p.min():.3f}); share of binary test activations "
+                     + ", ".join(f"{v:.2%}" for v in rows.binary_fraction)
+                     + "; database code bits equal to the first count's: "
+                     + ", ".join(f"{v:.1%}" for v in rows.bit_agreement) + ".")
+    command = (f"python -m hashstudy.autoencoder threads --profile {args.profile} --dataset {args.dataset} "
+               f"--bits {args.bits} --seeds {args.seeds} --threads {args.threads} --b-end {b_end:g} --pace {pace}")
+    (out / "threads.md").write_text(f"One seed trained with several torch thread counts (`{command}`; "
+                                    "table: threads.csv):\n\n" + "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print("written:", out / "threads.csv", out / "threads.md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

@@ -49,6 +49,22 @@ Scaling of the mini-batch objective
     (Li et al., IJCAI 2016), ``sum log(1 + e^Theta_ij) - s01_ij Theta_ij`` with
     ``Theta_ij = z_i^T z_j / 2`` and ``s01`` the 0/1 labels of eq. 3.
 
+Where training starts, and when it stops
+    The paper initialises CNN-F from ImageNet and says nothing about the hash
+    layer's start or the number of epochs. The default start is PyTorch's
+    random initialisation of the hash layer (``init="random"``), which
+    borrows nothing from a shallow hasher; since its outputs are small, the
+    quantisation weight rises linearly from 0 to ``lambda1`` over the first
+    ``warmup`` epochs, so that the pairwise term shapes the outputs before
+    quantisation pins their signs. ``init="itq"`` (or ``"pca"``) starts the
+    hash layer at ITQ's (PCAH's) projections instead: training then starts at
+    that hasher's codes. Early stopping (``holdout``, ``patience``) holds out
+    some training images, never the test queries: they are left out of the
+    pair labels and of training, and score each epoch by their retrieval
+    mAP against the fitted images. The time training took is stored with
+    the cached weights (``train_seconds_``), so a report gives the cost of
+    training, not of loading.
+
 Experiments
     :class:`DDH` is a hasher (``fit(X)``, ``encode(X) -> {0,1}``) that
     :func:`hashstudy.evaluation.compare` evaluates exactly like the shallow
@@ -63,6 +79,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
@@ -70,10 +87,11 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from . import cache, config, graph, protocols, training
+from . import cache, config, graph, metrics, protocols, training
 from .cnnh import array_digest
 
-__all__ = ["PAIRWISE", "NORMALIZE", "ddh_loss", "PairLabels", "neighborhood", "DDHNet", "DDH",
+__all__ = ["PAIRWISE", "NORMALIZE", "ddh_loss", "PairLabels", "neighborhood",
+           "label_precision_table", "Normalised", "CachedFit", "DDHNet", "DDH",
            "factory", "Subsampled", "holdout_split", "validation_curve", "svm_on_codes", "classify_with_codes",
            "code_classification"]
 
@@ -146,7 +164,7 @@ def ddh_loss(z: torch.Tensor, s: torch.Tensor, lambda1: float = 15.0,
 
 
 BATCHES = ("neighbors", "random")
-INITS = ("itq", "pca", "random")
+INITS = ("random", "itq", "pca")
 
 
 def _projection_init(model: "DDHNet", phi: np.ndarray, how: str, seed: int,
@@ -240,7 +258,8 @@ class PairLabels:
 # neighbourhood construction (Algorithm 1), cached
 
 
-def neighborhood(X, k1: int = 15, k2: int = 6, *, use_cache: bool = True) -> sp.csr_matrix:
+def neighborhood(X, k1: int = 15, k2: int = 6, *, use_cache: bool = True,
+                 return_seconds: bool = False):
     """DDH's similarity matrix ``S`` of eq. 3 (Algorithm 1), cached on disk.
 
     Parameters
@@ -252,30 +271,164 @@ def neighborhood(X, k1: int = 15, k2: int = 6, *, use_cache: bool = True) -> sp.
         largest overlap are united (the paper: 15 and 6).
     use_cache : bool
         Store / reuse the matrix under ``<cache>/ddh`` keyed by the features'
-        digest and ``k1, k2``.
+        digest and ``k1, k2``. The time the construction took is stored with
+        it.
+    return_seconds : bool
+        Also return ``(seconds, loaded)``: the construction's wall time (when
+        it was computed, even if this call loaded it) and whether it came from
+        the cache.
 
     Returns
     -------
     scipy.sparse.csr_matrix of float32, shape (N, N)
         Symmetric 0/1 matrix, zero diagonal (see
         :func:`hashstudy.graph.expanded_neighbors`, ``symmetrize="or"``).
+        With ``return_seconds``: ``(S, seconds, loaded)``.
     """
     X = np.ascontiguousarray(X, dtype=np.float32)
+    computed = []
 
     def compute():
+        t0 = time.perf_counter()
         S = graph.expanded_neighbors(X, k1=k1, k2=k2)
+        computed.append(True)
         return {"indptr": S.indptr.astype(np.int64), "indices": S.indices.astype(np.int64),
-                "shape": np.asarray(S.shape, dtype=np.int64)}
+                "shape": np.asarray(S.shape, dtype=np.int64),
+                "seconds": np.asarray(time.perf_counter() - t0, dtype=np.float64)}
 
     if use_cache:
         path = config.cache_dir("ddh") / (
-            f"neighbors-{cache.key(array_digest(X), int(k1), int(k2), 'or')}.npz")
+            f"neighbors-{cache.key(array_digest(X), int(k1), int(k2), 'or', 'timed')}.npz")
         arrays = cache.cached_arrays(path, compute)
     else:
         arrays = compute()
     indices = arrays["indices"]
-    return sp.csr_matrix((np.ones(indices.size, dtype=np.float32), indices, arrays["indptr"]),
-                         shape=tuple(int(v) for v in arrays["shape"]))
+    S = sp.csr_matrix((np.ones(indices.size, dtype=np.float32), indices, arrays["indptr"]),
+                      shape=tuple(int(v) for v in arrays["shape"]))
+    if return_seconds:
+        return S, float(arrays["seconds"]), not computed
+    return S
+
+
+def label_precision_table(X, labels, ks: Sequence[int], k2: int = 6, *,
+                          use_cache: bool = True, return_seconds: bool = False):
+    """Fig. 2 for both readings of eq. 3: label precision of kNN and of the expansion.
+
+    Eq. 3 is directed: row ``i`` of ``S`` is the union of the lists of the
+    ``K2`` images whose lists overlap ``L_i`` most. The loss needs a
+    symmetric ``s_ij``; :func:`neighborhood` (and so training) makes a pair
+    similar when either image has the other (``symmetrize="or"``). For every
+    ``K in ks`` this scores, by the fraction of pairs that share a class:
+
+    - ``"knn"``: plain K-NN lists (``k`` = K);
+    - ``"expanded"``: the symmetrised expansion with ``K1 = K`` (what
+      training uses) and ``"knn_matched"``: plain kNN with as many neighbours
+      per image as it has (``k`` = that number, rounded);
+    - ``"expanded_directed"``: eq. 3 as printed (no symmetrisation) and
+      ``"knn_matched_directed"``: plain kNN matched to its size.
+
+    One cosine kNN search serves every row (a second, longer one when a
+    matched size exceeds ``max(ks)``). The result depends only on the
+    features, labels, ``ks`` and ``k2``, and is cached under ``<cache>/ddh``.
+
+    Returns
+    -------
+    list of dict
+        Keys ``method, k, k2, mean_neighbors, precision`` (``k2`` is None for
+        plain kNN), in the order of ``ks``, then of the methods above. With
+        ``return_seconds``: ``(rows, seconds, loaded)``, the wall time of the
+        computation (stored with the cached table) and whether it was loaded.
+    """
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    labels = np.asarray(labels)
+    ks = [_positive_int("each K in ks", int(k)) for k in ks]
+    if not ks:
+        raise ValueError("ks is empty")
+    k2 = _positive_int("k2", k2)
+    n = X.shape[0]
+    if labels.shape != (n,):
+        raise ValueError(f"need {n} labels, one per row of X; got shape {labels.shape}")
+    if max(ks) >= n:
+        raise ValueError(f"every K in ks must be below the number of images ({n}); got {max(ks)}")
+    methods = ("knn", "expanded", "knn_matched", "expanded_directed", "knn_matched_directed")
+
+    computed = []
+
+    def compute():
+        t0 = time.perf_counter()
+        computed.append(True)
+        idx, _ = graph.knn(X, max(ks), metric="cosine")
+        out = {}
+        for k in ks:
+            out[("knn", k)] = (k, None, float(k), graph.label_precision(idx[:, :k], labels))
+            for name, sym in (("expanded", "or"), ("expanded_directed", "none")):
+                S = graph.expand_neighbors(idx[:, :k], k2=k2, symmetrize=sym)
+                out[(name, k)] = (k, k2, S.nnz / n, graph.label_precision(S, labels))
+        sizes = {(name, k): int(min(n - 1, max(1, round(out[(name, k)][2]))))
+                 for name in ("expanded", "expanded_directed") for k in ks}
+        if max(sizes.values()) > idx.shape[1]:
+            idx, _ = graph.knn(X, max(sizes.values()), metric="cosine")
+        for (name, k), m in sizes.items():
+            matched = "knn_matched" + name[len("expanded"):]
+            out[(matched, k)] = (m, None, float(m), graph.label_precision(idx[:, :m], labels))
+        rows = [(name, k) for k in ks for name in methods]
+        return {"method": np.asarray([r[0] for r in rows]),
+                "k": np.asarray([out[r][0] for r in rows], dtype=np.int64),
+                "k2": np.asarray([-1 if out[r][1] is None else out[r][1] for r in rows],
+                                 dtype=np.int64),
+                "mean_neighbors": np.asarray([out[r][2] for r in rows], dtype=np.float64),
+                "precision": np.asarray([out[r][3] for r in rows], dtype=np.float64),
+                "seconds": np.asarray(time.perf_counter() - t0, dtype=np.float64)}
+
+    if use_cache:
+        path = config.cache_dir("ddh") / (
+            f"label-precision-{cache.key(array_digest(X), array_digest(labels), ks, k2, 'timed')}.npz")
+        arrays = cache.cached_arrays(path, compute)
+    else:
+        arrays = compute()
+    rows = [{"method": str(m), "k": int(k), "k2": None if int(k2_) < 0 else int(k2_),
+             "mean_neighbors": float(mn), "precision": float(p)}
+            for m, k, k2_, mn, p in zip(arrays["method"], arrays["k"], arrays["k2"],
+                                        arrays["mean_neighbors"], arrays["precision"])]
+    if return_seconds:
+        return rows, float(arrays["seconds"]), not computed
+    return rows
+
+
+class Normalised:
+    """A hasher fitted on DDH's input normalisation: unit-length rows minus their training mean.
+
+    ``Normalised(baselines.make("itq", bits))`` is ITQ on exactly the input
+    DDH's hash layer sees (:class:`DDHNet` with ``normalize="l2"``), so DDH can
+    be compared with the shallow hasher on the same representation.
+    """
+
+    def __init__(self, hasher):
+        self.hasher = hasher
+        self.supervised = bool(getattr(hasher, "supervised", False))
+
+    def _transform(self, X) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float64)
+        norms = np.linalg.norm(X, axis=1, keepdims=True)
+        return X / np.maximum(norms, 1e-12) - self.center_
+
+    def fit(self, X, y=None):
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[0] == 0:
+            raise ValueError(f"X must be a non-empty (N, D) matrix, got shape {X.shape}")
+        self.center_ = 0.0
+        self.center_ = self._transform(X).mean(axis=0)
+        Z = self._transform(X)
+        if self.supervised:
+            self.hasher.fit(Z, y)
+        else:
+            self.hasher.fit(Z)
+        return self
+
+    def encode(self, X) -> np.ndarray:
+        if not hasattr(self, "center_"):
+            raise RuntimeError("Normalised is not fitted yet: call fit(X) first")
+        return self.hasher.encode(self._transform(X))
 
 
 # ---------------------------------------------------------------------------
@@ -351,6 +504,17 @@ def _positive_int(name: str, value) -> int:
     return int(value)
 
 
+def _non_negative_int(name: str, value) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
+            or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
+class _StopTraining(Exception):
+    """Raised by the early-stopping hook to end :func:`hashstudy.training.fit` early."""
+
+
 class DDH:
     """Deep Discrete Hashing as a hasher: ``fit(X)``, ``encode(X) -> {0,1}``.
 
@@ -365,7 +529,8 @@ class DDH:
         paper's 15 and 1e-5.
     lr, batch_size, epochs : float, int, int
         Mini-batch training; the paper's learning rate 0.001 and batches of
-        128 (it does not state the number of epochs).
+        128 (it does not state the number of epochs). With early stopping
+        (``holdout > 0``) ``epochs`` is the largest number of epochs.
     optimizer : {"sgd", "adam"}
         SGD (the paper's, with ``momentum``) or Adam.
     momentum : float
@@ -387,17 +552,36 @@ class DDH:
         holds at least ``batch_size / 2`` similar pairs. The loss is eq. 12
         over all pairs of the batch either way; the paper does not say how
         its batches were drawn.
-    init : {"itq", "pca", "random"}
-        Initial hash layer (when it sits directly on the features). With
-        ``"random"`` (PyTorch's default) the outputs on unit-length features
-        are about 0.02 in size. The quantisation term (``lambda1 = 15``) then
-        drives every ``z`` to the sign it started with before the pairwise
-        term can move it, and the codes stay close to random projections
-        (LSH). ``"pca"`` and ``"itq"`` (default) start from PCAH's or ITQ's
-        projections of the training features, scaled to unit output variance,
-        so training starts at that hasher's codes and the pair labels refine
-        them. The paper initialises CNN-F from ImageNet and does not say how
-        its hash layer starts.
+    init : {"random", "itq", "pca"}
+        Initial hash layer. ``"random"`` (default; PyTorch's initialisation,
+        seeded): the start borrows nothing from a shallow hasher, as in the
+        paper, which initialises its network from ImageNet and says nothing
+        more about the hash layer. Its outputs on unit-length features are
+        about 0.02 in size, so with the full ``lambda1 = 15`` from the first
+        step the quantisation term drives every ``z`` to the sign it started
+        with before the pairwise term can move it (codes near random
+        projections); ``warmup`` avoids that. ``"itq"`` and ``"pca"`` start
+        the hash layer at ITQ's or PCAH's projections of the (normalised,
+        centred) training features, scaled to unit output variance, so
+        training starts at that hasher's codes; they need the hash layer
+        directly on the frozen features (``hidden=()``, ``finetune=False``).
+    warmup : int
+        Epochs over which the weight of the quantisation term rises linearly,
+        step by step, from 0 to ``lambda1`` (0: the full ``lambda1`` from the
+        first step). The paper states no schedule.
+    holdout : int
+        Early stopping: this many random training images (seeded) are held
+        out; they take no part in the pair labels nor in training (Algorithm 1
+        runs on the other images). After every epoch the held-out images are
+        encoded as queries against the other training images and scored by
+        mAP@1000 with their class labels, so ``fit(X, y)`` needs the labels
+        of the training images (only the held-out ones are read). Training
+        stops when that score has not improved for ``patience`` epochs, and
+        the weights of the best epoch are kept. Epochs inside the warm-up are
+        not candidates (their quantisation weight is below ``lambda1``). 0
+        (default): no held-out images, exactly ``epochs`` epochs.
+    patience : int
+        Epochs without improvement before early stopping.
     supervised : bool
         Pair labels from class labels (``fit(X, y)``) instead of the
         constructed neighbourhood: the supervised setting of Table 5.
@@ -410,7 +594,7 @@ class DDH:
     backbone, input_size : str, int
         The backbone and its input side, used only with ``finetune=True``.
     seed : int
-        Seeds the weights and the batch order.
+        Seeds the weights, the held-out images and the batch order.
     use_cache : bool
         Cache the neighbourhood and the trained weights (under ``<cache>``).
     progress : bool
@@ -418,18 +602,39 @@ class DDH:
 
     Attributes (after ``fit``)
     ----------
-    S_ : scipy.sparse.csr_matrix, shape (N, N), or None
-        The constructed 0/1 neighbourhood (None for the supervised variant).
+    S_ : scipy.sparse.csr_matrix, shape (N_fit, N_fit), or None
+        The constructed 0/1 neighbourhood of the fitted images (None for the
+        supervised variant).
     model_ : DDHNet
     info_ : dict
-        Training history (``loss`` per epoch, ``seconds``) and ``from_cache``.
+        Training history: ``loss`` (per epoch), ``logs`` (per epoch: the
+        quantisation weight used and, with ``holdout``, the held-out
+        mAP@1000; early stopping also logs epoch 0, the start), ``seconds``
+        (the training loop), ``train_seconds`` (all of the training step),
+        ``epochs_run``, ``best_epoch``; and ``from_cache`` (whether the
+        weights were loaded).
+    fit_index_, holdout_index_ : ndarray of int
+        Rows of ``X`` that were fitted and held out.
+    train_seconds_ : float
+        Wall time of training the weights, measured when they were trained
+        and stored with them, so it is the same whether this ``fit`` trained
+        or loaded them (NaN for weights cached before the time was stored).
+    neighbors_seconds_ : float
+        Wall time of constructing the neighbourhood (stored with it likewise;
+        0 for the supervised variant).
+    fit_seconds_ : float
+        ``neighbors_seconds_ + train_seconds_``: what ``fit`` costs without
+        any cache.
+    from_cache_ : dict
+        ``{"weights": bool, "neighbors": bool}``: what this ``fit`` loaded.
     """
 
     def __init__(self, n_bits: int, *, k1: int = 15, k2: int = 6, lambda1: float = 15.0,
                  lambda2: float = 1e-5, lr: float = 1e-3, batch_size: int = 128,
                  epochs: int = 30, optimizer: str = "sgd", momentum: float = 0.9,
                  hidden: Sequence[int] = (), normalize: str = "l2", pairwise: str = "squared",
-                 batches: str = "neighbors", init: str = "itq", supervised: bool = False,
+                 batches: str = "neighbors", init: str = "random", warmup: int = 5,
+                 holdout: int = 0, patience: int = 3, supervised: bool = False,
                  finetune: bool = False,
                  backbone: str = "efficientnet_lite0", input_size: int = 128, seed: int = 0,
                  use_cache: bool = True, progress: bool = True):
@@ -441,9 +646,10 @@ class DDH:
             raise ValueError(f"lr must be positive, got {lr!r}")
         self.lambda1, self.lambda2, self.lr = float(lambda1), float(lambda2), float(lr)
         self.batch_size = _positive_int("batch_size", batch_size)
-        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
-            raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
-        self.epochs = int(epochs)
+        self.epochs = _non_negative_int("epochs", epochs)
+        self.warmup = _non_negative_int("warmup", warmup)
+        self.holdout = _non_negative_int("holdout", holdout)
+        self.patience = _positive_int("patience", patience)
         config.check_choice("optimizer", optimizer, training.OPTIMIZERS)
         config.check_choice("normalize", normalize, NORMALIZE)
         config.check_choice("pairwise", pairwise, PAIRWISE)
@@ -454,8 +660,17 @@ class DDH:
         self.hidden = tuple(_positive_int("hidden width", h) for h in hidden)
         self.normalize, self.pairwise = normalize, pairwise
         self.supervised, self.finetune = bool(supervised), bool(finetune)
+        if init != "random" and (self.hidden or self.finetune):
+            raise ValueError(f"init={init!r} starts the hash layer at a shallow hasher's "
+                             "projections of the input features, so it needs hidden=() and "
+                             "finetune=False; use init='random' otherwise")
         self.backbone, self.input_size = backbone, _positive_int("input_size", input_size)
         self.seed, self.use_cache, self.progress = int(seed), bool(use_cache), bool(progress)
+
+    @property
+    def needs_labels(self) -> bool:
+        """Whether ``fit`` needs the training labels (supervised pairs or early stopping)."""
+        return self.supervised or self.holdout > 0
 
     def get_params(self) -> dict:
         """The constructor arguments, by name (a cache-key part and ``repr``)."""
@@ -463,6 +678,17 @@ class DDH:
 
     def __repr__(self) -> str:
         return "DDH(" + ", ".join(f"{k}={v!r}" for k, v in self.get_params().items()) + ")"
+
+    def _key_params(self) -> dict:
+        """Parameters in the weights' cache key. ``warmup``, ``holdout`` and ``patience``
+        enter only where they change training, so weights trained before they existed
+        (no warm-up, no held-out images) keep their key."""
+        params = {k: v for k, v in self.get_params().items() if k not in ("use_cache", "progress")}
+        if params["warmup"] == 0:
+            del params["warmup"]
+        if params["holdout"] == 0:
+            del params["holdout"], params["patience"]
+        return params
 
     # -- inputs ---------------------------------------------------------------
     def _check_inputs(self, X) -> np.ndarray:
@@ -498,6 +724,17 @@ class DDH:
 
         return build
 
+    def _split_holdout(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        rows = np.arange(n)
+        if not self.holdout:
+            return rows, rows[:0]
+        if n - self.holdout <= self.k1:
+            raise ValueError(f"holdout={self.holdout} leaves {n - self.holdout} of {n} training "
+                             f"images; need more than k1={self.k1} to fit")
+        held = np.sort(np.random.default_rng([self.seed, 0x401D]).choice(n, self.holdout,
+                                                                         replace=False))
+        return np.setdiff1d(rows, held), held
+
     # -- fit / encode ---------------------------------------------------------
     def fit(self, X, y=None, *, on_epoch_end: Optional[Callable] = None) -> "DDH":
         """Construct the pair labels and train the network on ``X``.
@@ -508,7 +745,10 @@ class DDH:
             Training features (N, D) (``finetune=False``) or uint8 images
             (N, H, W, C) (``finetune=True``).
         y : array_like of int, shape (N,), optional
-            Class labels; required by, and only used by, the supervised variant.
+            Class labels; required by, and only used by, the supervised
+            variant (pair labels) and early stopping (``holdout > 0``: the
+            labels of the held-out images score them; the fitted images'
+            labels are the relevance of their database).
         on_epoch_end : callable ``(epoch, hasher) -> dict``, optional
             Called after every epoch with this hasher (``encode`` works); the
             dicts it returns are kept in ``info_["logs"]``. Training with a
@@ -522,30 +762,46 @@ class DDH:
         n = X.shape[0]
         if n < 2:
             raise ValueError(f"fit needs at least 2 training images, got {n}")
-        if self.supervised:
+        if self.needs_labels:
+            why = "the supervised variant" if self.supervised else f"early stopping (holdout={self.holdout})"
             if y is None:
-                raise ValueError("the supervised variant needs class labels: fit(X, y)")
+                raise ValueError(f"{why} needs the training images' class labels: fit(X, y)")
             y = np.asarray(y)
             if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
                 raise ValueError(f"y must be {n} integer class labels, got {y.dtype} {y.shape}")
-            self.S_ = None
-            pairs = PairLabels.from_classes(y)
-            phi = self._neighbor_features(X) if self.normalize == "l2" else None
+        fit_rows, held = self._split_holdout(n)
+        self.fit_index_, self.holdout_index_ = fit_rows, held
+        X_fit = X[fit_rows] if held.size else X
+        n_fit = X_fit.shape[0]
+        neighbors_loaded = False
+        if self.supervised:
+            self.S_, neighbors_seconds = None, 0.0
+            pairs = PairLabels.from_classes(y[fit_rows])
+            phi = self._neighbor_features(X_fit) if self.normalize == "l2" else None
         else:
-            if self.k1 >= n:
-                raise ValueError(f"k1={self.k1} needs more than {self.k1} training images, got {n}")
-            phi = self._neighbor_features(X)
-            self.S_ = neighborhood(phi, self.k1, self.k2, use_cache=self.use_cache)
+            if self.k1 >= n_fit:
+                raise ValueError(f"k1={self.k1} needs more than {self.k1} training images, "
+                                 f"got {n_fit}")
+            phi = self._neighbor_features(X_fit)
+            self.S_, neighbors_seconds, neighbors_loaded = neighborhood(
+                phi, self.k1, self.k2, use_cache=self.use_cache, return_seconds=True)
             pairs = PairLabels.from_neighbors(self.S_)
         in_dim = phi.shape[1] if phi is not None else X.shape[1]
-        key = {"version": _VERSION, "params": {k: v for k, v in self.get_params().items()
-                                               if k not in ("use_cache", "progress")},
-               "X": array_digest(X), "y": array_digest(y) if self.supervised else None}
+        key = {"version": _VERSION, "params": self._key_params(),
+               "X": array_digest(X), "y": array_digest(y) if self.needs_labels else None}
         lambda1, lambda2, pairwise = self.lambda1, self.lambda2, self.pairwise
+        steps_per_epoch = max(1, (n_fit + self.batch_size - 1) // self.batch_size)
+        warmup_steps = self.warmup * steps_per_epoch
 
-        inputs_all = torch.from_numpy(X)
-        partner = (_partner_sampler(self.S_, y if self.supervised else None, self.seed)
+        inputs_all = torch.from_numpy(X_fit)
+        partner = (_partner_sampler(self.S_, y[fit_rows] if self.supervised else None, self.seed)
                    if self.batches == "neighbors" else None)
+        state = {"step": 0, "loss": 0.0, "seen": 0}
+
+        def weight():  # the quantisation weight of the current step (linear warm-up)
+            if warmup_steps == 0:
+                return lambda1
+            return lambda1 * min(1.0, state["step"] / warmup_steps)
 
         def objective(model, x, idx):
             if partner is not None and len(idx) > 1:  # half anchors, half their neighbours
@@ -554,23 +810,73 @@ class DDH:
                 idx = torch.from_numpy(np.concatenate([anchors, partner(anchors)[:len(idx) - half]]))
                 x = inputs_all[idx]
             z = model(x)
-            loss, parts = ddh_loss(z, pairs(idx.numpy()), lambda1, pairwise)
+            loss, parts = ddh_loss(z, pairs(idx.numpy()), weight(), pairwise)
             w, c = model.hash_layer.weight, model.hash_layer.bias
-            return loss + 0.5 * lambda2 * (w.pow(2).sum() + c.pow(2).sum()), parts
+            total = loss + 0.5 * lambda2 * (w.pow(2).sum() + c.pow(2).sum())
+            state["step"] += 1
+            state["loss"] += float(total.detach()) * len(idx)
+            state["seen"] += len(idx)
+            return total, parts
+
+        if held.size:
+            Xq, Xdb = torch.from_numpy(X[held]), inputs_all
+            yq, ydb = y[held], y[fit_rows]
+
+            def held_out_map(model) -> float:
+                q = training.predict(model, Xq, batch_size=1024) >= 0
+                d = training.predict(model, Xdb, batch_size=1024) >= 0
+                return float(metrics.evaluate(q.astype(np.uint8), d.astype(np.uint8), yq, ydb,
+                                              ["map@1000"])["map@1000"])
 
         def train(model):
             if phi is not None:
                 model.set_center(phi)
-                if self.init != "random" and not self.hidden and not self.finetune:
+                if self.init != "random":
                     _projection_init(model, phi, self.init, self.seed)
-            inputs = (torch.from_numpy(X), torch.arange(n))
             self.model_ = model
-            hook = None if on_epoch_end is None else (lambda epoch, _: on_epoch_end(epoch, self))
-            hist = training.fit(model, inputs, objective, epochs=self.epochs,
-                                batch_size=self.batch_size, lr=self.lr, optimizer=self.optimizer,
-                                momentum=self.momentum, seed=self.seed, progress=self.progress,
-                                desc=f"DDH {self.n_bits} bits", on_epoch_end=hook)
-            return {"loss": hist.loss, "logs": hist.logs, "seconds": hist.seconds}
+            losses, logs = [], []
+            first = min(self.warmup, self.epochs)  # the first epoch that may be selected
+            best = {"epoch": None, "score": -np.inf, "state": None}
+
+            def consider(epoch, score, model):
+                if epoch >= first and score > best["score"]:
+                    best.update(epoch=epoch, score=score,
+                                state={k: v.detach().clone() for k, v in model.state_dict().items()})
+
+            if held.size:
+                score = held_out_map(model)
+                logs.append({"epoch": 0, "lambda1": 0.0, "holdout_map@1000": score})
+                consider(0, score, model)
+
+            def hook(epoch, model):
+                losses.append(state["loss"] / max(1, state["seen"]))
+                state["loss"], state["seen"] = 0.0, 0
+                log = {"epoch": epoch + 1, "lambda1": weight()}
+                if held.size:
+                    log["holdout_map@1000"] = held_out_map(model)
+                    consider(epoch + 1, log["holdout_map@1000"], model)
+                if on_epoch_end is not None:
+                    log.update(on_epoch_end(epoch, self) or {})
+                logs.append(log)
+                if held.size and epoch + 1 >= first and best["epoch"] is not None \
+                        and epoch + 1 - best["epoch"] >= self.patience:
+                    raise _StopTraining
+
+            t0 = time.perf_counter()
+            try:
+                training.fit(model, (torch.from_numpy(X_fit), torch.arange(n_fit)), objective,
+                             epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+                             optimizer=self.optimizer, momentum=self.momentum, seed=self.seed,
+                             progress=self.progress, desc=f"DDH {self.n_bits} bits",
+                             on_epoch_end=hook)
+            except _StopTraining:
+                pass
+            seconds = time.perf_counter() - t0
+            if best["state"] is not None:
+                model.load_state_dict(best["state"])
+            model.eval()
+            return {"loss": losses, "logs": logs, "seconds": seconds, "epochs_run": len(losses),
+                    "best_epoch": best["epoch"] if held.size else len(losses)}
 
         build = self._build(in_dim)
         self.input_shape_ = X.shape[1:]
@@ -578,9 +884,18 @@ class DDH:
             model, info, loaded = training.cached_model(f"ddh-{self.n_bits}", key, build, train)
         else:
             model = build()
+            t0 = time.perf_counter()
             info, loaded = train(model), False
+            info["train_seconds"] = time.perf_counter() - t0
             model.eval()
+        # weights cached before early stopping existed ran every epoch and kept the last one
+        info = {"epochs_run": len(info.get("loss", [])), "best_epoch": len(info.get("loss", [])),
+                **info}
         self.model_, self.info_ = model, {**info, "from_cache": loaded}
+        self.train_seconds_ = float(info.get("train_seconds", np.nan))
+        self.neighbors_seconds_ = float(neighbors_seconds)
+        self.fit_seconds_ = self.neighbors_seconds_ + self.train_seconds_
+        self.from_cache_ = {"weights": bool(loaded), "neighbors": bool(neighbors_loaded)}
         return self
 
     def embed(self, X) -> np.ndarray:
@@ -601,16 +916,95 @@ class DDH:
 def factory(**params) -> Callable[[int], DDH]:
     """``bits -> DDH(bits, **params)`` for ``evaluation.compare(..., extra={"ddh": ...})``.
 
-    The returned callable carries ``supervised`` so that ``compare`` passes the
-    training labels to ``fit`` for the supervised variant only.
+    The returned callable carries ``supervised``, which tells ``compare`` (and
+    :func:`classify_with_codes`) to pass the training labels to ``fit``. It is
+    True when DDH needs them: the supervised variant, and early stopping
+    (``holdout > 0``), which scores the held-out training images by their
+    labels (the pair labels of the fitted images stay unsupervised). It also
+    keeps every hasher it made, in order, in ``made`` (their ``fit_seconds_``
+    and ``from_cache_`` are the report's training times).
     """
     DDH(16, **params)  # validates the parameters now rather than inside compare
+    made = []
 
     def make(bits: int) -> DDH:
-        return DDH(bits, **params)
+        made.append(DDH(bits, **params))
+        return made[-1]
 
-    make.supervised = bool(params.get("supervised", False))
+    make.supervised = DDH(16, **params).needs_labels
+    make.made = made
     return make
+
+
+class CachedFit:
+    """A hasher fitted once per setting and training set, then kept in the cache.
+
+    ``CachedFit(hasher, name, spec)`` fits ``hasher`` on ``fit(X)`` and stores
+    the fitted object (pickled) with the wall time the fit took, under
+    ``<cache>/fitted``, keyed by ``name``, ``spec`` (everything the fit
+    depends on besides the data: method, bits, seed, subsample size), the
+    training data's digest and the source of :mod:`hashstudy.baselines` and
+    of this module; a later ``fit`` with the same key loads it. Encoding is the
+    fitted hasher's. So a seed's rerun of a notebook does not refit the
+    shallow hashers, and its report still gives the time the fit took.
+
+    Attributes (after ``fit``)
+    ----------
+    hasher : the fitted hasher
+    fit_seconds_ : float
+        Wall time of the fit, measured when it ran.
+    from_cache_ : bool
+        Whether this ``fit`` loaded it.
+    """
+
+    def __init__(self, hasher, name: str, spec: Mapping, use_cache: bool = True):
+        self.hasher, self.name, self.spec = hasher, str(name), dict(spec)
+        self.use_cache = bool(use_cache)
+        self.supervised = bool(getattr(hasher, "supervised", False))
+
+    def _fit(self, X, y):
+        t0 = time.perf_counter()
+        if self.supervised:
+            self.hasher.fit(X, y)
+        else:
+            self.hasher.fit(X)
+        return time.perf_counter() - t0
+
+    def fit(self, X, y=None):
+        import inspect
+        import pickle
+
+        from . import baselines
+
+        if not self.use_cache:
+            self.fit_seconds_, self.from_cache_ = self._fit(X, y), False
+            return self
+        source = inspect.getsource(baselines) + inspect.getsource(Subsampled) + \
+            inspect.getsource(Normalised)
+        key = cache.key(self.name, self.spec, array_digest(np.asarray(X)),
+                        array_digest(np.asarray(y)) if self.supervised else None,
+                        cache.key(source))
+        path = config.cache_dir("fitted") / f"{self.name}-{key}.pkl"
+        with cache.locked(path):
+            if path.exists():
+                try:
+                    blob = pickle.loads(path.read_bytes())
+                    self.hasher, self.fit_seconds_ = blob["hasher"], float(blob["seconds"])
+                    self.from_cache_ = True
+                    return self
+                except Exception as exc:  # damaged or incompatible file: refit
+                    print(f"cached hasher {path.name} unusable ({exc}); fitting again")
+                    path.unlink(missing_ok=True)
+            self.fit_seconds_, self.from_cache_ = self._fit(X, y), False
+            with cache.atomic_path(path) as tmp:
+                Path(tmp).write_bytes(pickle.dumps({"hasher": self.hasher,
+                                                    "seconds": self.fit_seconds_}))
+        return self
+
+    def encode(self, X) -> np.ndarray:
+        if not hasattr(self, "fit_seconds_"):
+            raise RuntimeError("CachedFit is not fitted yet: call fit(X) first")
+        return self.hasher.encode(X)
 
 
 class Subsampled:
@@ -733,10 +1127,11 @@ def validation_curve(X, labels, split: protocols.Split, n_bits: int, *,
     def evaluate(epoch, h):
         return metrics.evaluate(h.encode(Xq), h.encode(Xdb), ql, dl, [metric])
 
-    y = labels[split.train] if hasher.supervised else None
+    y = labels[split.train] if hasher.needs_labels else None
     hasher.fit(X[split.train], y, on_epoch_end=evaluate)
-    rows = [{"epoch": e + 1, "loss": loss, metric: log[metric]}
-            for e, (loss, log) in enumerate(zip(hasher.info_["loss"], hasher.info_["logs"]))]
+    logs = [log for log in hasher.info_["logs"] if log["epoch"] >= 1]  # epoch 0: the start
+    rows = [{"epoch": log["epoch"], "loss": loss, metric: log[metric]}
+            for loss, log in zip(hasher.info_["loss"], logs)]
     return pd.DataFrame(rows, columns=["epoch", "loss", metric])
 
 

@@ -578,11 +578,23 @@ def timings_table(outcomes: list, profile: str, run: Optional[str] = None):
     return pd.DataFrame(rows)
 
 
+def cache_entries() -> int:
+    """How many entries the cache folder holds (lock files aside): 0 before a cold run."""
+    root = config.cache_dir()
+    if not root.exists():
+        return 0
+    return sum(1 for f in root.rglob("*") if f.is_file() and not f.name.endswith(".lock"))
+
+
 def write_timings(outcomes: list, profile: str, total_seconds: float, jobs: int,
-                  echo=print) -> Optional[Path]:
+                  echo=print, entries_at_start: Optional[int] = None) -> Optional[Path]:
     """Write ``reports/regeneration/<profile>/``: ``timings.csv`` (per notebook and
     step), ``timings.md`` and ``timings.png``, and ``meta.json`` (total wall time, jobs,
-    cores, whether the run was cold). Returns the folder, or None if nothing ran."""
+    cores, whether the run was cold). Returns the folder, or None if nothing ran.
+
+    ``entries_at_start`` is :func:`cache_entries` before the run: with 0 the run is
+    cold even though its notebooks load what the run itself cached (the shared
+    features, say); without it, the run is cold only if nothing was loaded."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -597,13 +609,18 @@ def write_timings(outcomes: list, profile: str, total_seconds: float, jobs: int,
     out = config.reports_dir("regeneration", profile)
     cols = [*STEPS, "other"]
     misses, hits = int(table.cache_misses.sum()), int(table.cache_hits.sum())
-    state = "cold" if hits == 0 else ("warm" if misses == 0 else "partly cached")
+    if entries_at_start == 0 or hits == 0:
+        state = "cold"
+    else:
+        state = "warm" if misses == 0 else "partly cached"
     cache.write_text(out / "timings.csv", table.to_csv(index=False))
     totals = table[["wall_s", *cols]].sum()
     lines = [f"# Regeneration timings ({profile})", "",
              f"`python -m hashstudy.regenerate --profile {profile} --jobs {jobs}`: "
              f"{total_seconds / 60:.1f} min of wall time on {os.cpu_count()} cores, "
-             f"{jobs} notebook(s) at a time; caches: {state} ({misses} computed, {hits} loaded).",
+             f"{jobs} notebook(s) at a time; caches: {state} ({misses} computed, {hits} loaded"
+             + ("; the cache folder was empty at the start, so every load is of an entry "
+                "this run computed" if entries_at_start == 0 else "") + ").",
              "", "Seconds per notebook and step (notebooks run in parallel, so the sum of the "
              "notebooks' times exceeds the wall time):", "",
              "| notebook | wall | " + " | ".join(cols) + " | cache computed | cache loaded |",
@@ -618,6 +635,7 @@ def write_timings(outcomes: list, profile: str, total_seconds: float, jobs: int,
     cache.write_json(out / "meta.json", {"profile": profile, "jobs": jobs, "cores": os.cpu_count(),
                                          "wall_seconds": round(total_seconds, 1), "caches": state,
                                          "cache_computed": misses, "cache_loaded": hits,
+                                         "cache_entries_at_start": entries_at_start,
                                          "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     fig, ax = plt.subplots(figsize=(9, 0.5 * len(table) + 1.6))
     left = np.zeros(len(table))
@@ -872,6 +890,7 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     t0 = time.time()
+    entries_at_start = cache_entries()
     try:
         outcomes = regenerate(cmd.profile, cmd.jobs, cmd.only, cmd.params, cmd.run, cmd.force)
     except KeyboardInterrupt:
@@ -881,7 +900,7 @@ def main(argv=None) -> int:
     wall = time.time() - t0
     print(f"total wall time: {wall:.0f} s")
     if cmd.only is None and not cmd.run:
-        write_timings(outcomes, cmd.profile, wall, cmd.jobs)
+        write_timings(outcomes, cmd.profile, wall, cmd.jobs, entries_at_start=entries_at_start)
     return 1 if any(o.status == "failed" for o in outcomes) else 0
 
 

@@ -193,6 +193,11 @@ def cached_model(name: str, key_parts: dict, build: Callable[[], nn.Module],
     Returns
     -------
     model, info, loaded : nn.Module in eval mode, dict, bool (True if from cache)
+        ``info["train_seconds"]`` is the wall time ``train`` took when the
+        weights were trained (unless ``train`` returned that key itself; a
+        returned :class:`History` is saved as its dict), so a
+        load from the cache still reports how long training took; files
+        written before this key existed lack it.
     """
     import json
 
@@ -214,7 +219,13 @@ def cached_model(name: str, key_parts: dict, build: Callable[[], nn.Module],
                 path.unlink(missing_ok=True)
                 model = build()
         timing.count("cache_misses")
-        info = json.loads(json.dumps(train(model) or {}, default=_plain))
+        t0 = time.perf_counter()
+        info = train(model) or {}
+        if isinstance(info, History):
+            info = _plain(info)
+        if isinstance(info, dict) and "train_seconds" not in info:
+            info = {**info, "train_seconds": time.perf_counter() - t0}
+        info = json.loads(json.dumps(info, default=_plain))
         model.eval()
         buf = io.BytesIO()
         torch.save({"state_dict": model.state_dict(), "info": json.dumps(info)}, buf)
