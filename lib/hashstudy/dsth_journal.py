@@ -27,7 +27,9 @@ Hash-function learning stage (sec. III-B, eq. 15-22): :class:`HashNet`
 
     * MLP (eq. 15): ``n`` blocks ``f^(i) = b + W h(b' + W' f^(i-1))`` with
       ``h`` = ReLU then BatchNorm, ``n = 3`` for 32x32 and ``5`` for 96x96
-      inputs (:class:`MLPEncoder`);
+      inputs (:class:`MLPEncoder`); ``hidden_activation="sigmoid"`` puts the
+      logistic function in place of the ReLU, sec. III-B's reading ("the core
+      of h(x) in (15) is the logistic function"; :data:`HIDDEN_ACTIVATIONS`);
     * Slice, divide-and-encode: a fully connected layer maps the input to
       1024-D (then ``h``), the 1024-D vector is split into 16 groups of 64
       and each group is mapped to ``q`` outputs, ``16 q`` bits in all
@@ -55,6 +57,18 @@ Experiments (sec. IV)
     :func:`wide_table` lays out Tables III and IV, and :func:`radar` draws
     Fig. 3(b).
 
+What the hash-function stage can reach
+    :func:`label_agreement` counts the hash-label bits a function reproduces;
+    ``DSTHJournal(heldout=...)`` leaves a random part of the training images
+    out of the hash-function fit (:func:`heldout_rows`; the label stage still
+    sees them, so they have hash labels) and reports the agreement on both
+    parts (:attr:`DSTHJournal.label_fit_report_`). Two references use the
+    same labels: :class:`LabelCopy` gives a new image the per-bit majority of
+    the labels of its nearest training images in backbone-feature space
+    (:func:`label_copy_factory`), and ``DSTHJournal(inputs="features")``
+    trains the same encoder and head on the backbone features instead of
+    SimpleNet on pixels (:class:`FeatureHashNet`).
+
 Codes are ``uint8`` ``{0, 1}`` matrices (1 = the hash label 1 of eq. 13).
 """
 from __future__ import annotations
@@ -74,9 +88,12 @@ from .cnnh import CNNH, array_digest, as_image_tensor
 
 __all__ = [
     "TABLE_I", "INPUT_SIZES", "ENCODERS", "HEADS", "CONFIGS", "TABLE_METRICS", "METRIC_KEYS",
-    "SimpleNet", "MLPEncoder", "SliceEncoder", "HashNet", "eq18_loss", "codes_from_outputs",
-    "HashLabels", "hash_labels", "finetuned_features", "train_hash_net", "DSTHJournal",
-    "Setting", "load_setting", "PoolRows", "dsth_factories", "baseline_factories",
+    "HIDDEN_ACTIVATIONS", "INPUTS",
+    "SimpleNet", "MLPEncoder", "SliceEncoder", "HashNet", "FeatureHashNet", "eq18_loss",
+    "codes_from_outputs", "HashLabels", "hash_labels", "finetuned_features", "train_hash_net",
+    "label_agreement", "heldout_rows", "DSTHJournal", "LabelCopy",
+    "Setting", "load_setting", "PoolRows", "dsth_factories", "label_copy_factory",
+    "baseline_factories",
     "cnnh_factory", "evaluate_methods", "component_analysis", "label_quality",
     "classification_accuracy", "wide_table", "radar",
 ]
@@ -105,6 +122,15 @@ INPUT_SIZES = tuple(TABLE_I)
 MLP_BLOCKS = {32: 3, 96: 5}
 ENCODERS = ("mlp", "slice")
 HEADS = ("sigmoid", "batchnorm")
+#: Readings of ``h(*)`` in eq. 15 (the hidden activation of the MLP and Slice encoders):
+#: ``"relu"`` is ReLU then BatchNorm (eq. 15's text, "h(*) is ReLU and BatchNorm function");
+#: ``"sigmoid"`` is the logistic function then BatchNorm (sec. III-B: "when we use sigmoid,
+#: the core of h(x) in (15) is the logistic function"; sec. IV-E reports ReLU in the MLP
+#: and Slice nets as bad).
+HIDDEN_ACTIVATIONS = ("relu", "sigmoid")
+#: What the hash function reads: the pixels (SimpleNet first, the paper's hash function) or
+#: the label stage's backbone features (a reference that skips SimpleNet).
+INPUTS = ("pixels", "features")
 #: The four configurations of Table III, named ``<encoder>_<head>``.
 CONFIGS = tuple(f"{e}_{h}" for e in ENCODERS for h in HEADS)
 #: Columns of Tables III and IV: precision at six recall levels, max F-measure at two betas.
@@ -114,6 +140,7 @@ TABLE_METRICS = tuple(f"precision@recall{v!r}" for v in metrics.DEFAULT_RECALL_L
 METRIC_KEYS = TABLE_METRICS + ("hd3p", "nc3p", "map@1000", "map_all")
 SLICE_WIDTH = 1024
 SLICE_GROUPS = 16
+_check_choice = config.check_choice  # reachable where a parameter is called ``config``
 
 
 def _split_config(name: str) -> tuple[str, str]:
@@ -196,16 +223,20 @@ class SimpleNet(nn.Module):
         return self.layers(x).flatten(1)
 
 
-def _h(width: int) -> list[nn.Module]:
-    """``h(*)`` of eq. 15: ReLU and BatchNorm."""
-    return [nn.ReLU(), nn.BatchNorm1d(width)]
+def _h(width: int, activation: str = "relu") -> list[nn.Module]:
+    """``h(*)`` of eq. 15: ReLU (or the logistic function, see :data:`HIDDEN_ACTIVATIONS`),
+    then BatchNorm."""
+    config.check_choice("hidden_activation", activation, HIDDEN_ACTIVATIONS)
+    core = nn.ReLU() if activation == "relu" else nn.Sigmoid()
+    return [core, nn.BatchNorm1d(width)]
 
 
 class MLPEncoder(nn.Module):
     """Eq. 15: ``n`` chained blocks ``f^(i)(x) = b + W h(b' + W' f^(i-1)(x))``.
 
     Block ``i`` is ``Linear(in, hidden) -> ReLU -> BatchNorm -> Linear(hidden,
-    out)``, with ``out = hidden`` except for the last block, whose output has
+    out)`` (the logistic function instead of ReLU with ``hidden_activation="sigmoid"``),
+    with ``out = hidden`` except for the last block, whose output has
     ``n_outputs`` units: ``2 n`` fully connected layers in all. The paper
     does not give the hidden width.
 
@@ -216,16 +247,20 @@ class MLPEncoder(nn.Module):
         ``n`` of eq. 15 (3 for 32x32 inputs, 5 for 96x96 in the paper).
     hidden : int
         Width of every hidden layer.
+    hidden_activation : {"relu", "sigmoid"}
+        The core of ``h(*)`` (:data:`HIDDEN_ACTIVATIONS`); BatchNorm follows it.
     """
 
-    def __init__(self, in_features: int, n_outputs: int, n_blocks: int = 3, hidden: int = 512):
+    def __init__(self, in_features: int, n_outputs: int, n_blocks: int = 3, hidden: int = 512,
+                 hidden_activation: str = "relu"):
         super().__init__()
         n_blocks, hidden = _positive("n_blocks", n_blocks), _positive("hidden", hidden)
         width = _positive("in_features", in_features)
         layers = []
         for i in range(n_blocks):
             out = _positive("n_outputs", n_outputs) if i == n_blocks - 1 else hidden
-            layers += [nn.Linear(width, hidden), *_h(hidden), nn.Linear(hidden, out)]
+            layers += [nn.Linear(width, hidden), *_h(hidden, hidden_activation),
+                       nn.Linear(hidden, out)]
             width = out
         self.layers = nn.Sequential(*layers)
         self.n_blocks = n_blocks
@@ -248,9 +283,11 @@ class SliceEncoder(nn.Module):
     in_features : int
     n_outputs : int
         Code length, a multiple of 16.
+    hidden_activation : {"relu", "sigmoid"}
+        The core of ``h(*)`` after the 1024-D layer (:data:`HIDDEN_ACTIVATIONS`).
     """
 
-    def __init__(self, in_features: int, n_outputs: int):
+    def __init__(self, in_features: int, n_outputs: int, hidden_activation: str = "relu"):
         super().__init__()
         n_outputs = _positive("n_outputs", n_outputs)
         if n_outputs % SLICE_GROUPS:
@@ -260,7 +297,7 @@ class SliceEncoder(nn.Module):
         self.q = n_outputs // SLICE_GROUPS
         self.group_width = SLICE_WIDTH // SLICE_GROUPS
         self.fc = nn.Sequential(nn.Linear(_positive("in_features", in_features), SLICE_WIDTH),
-                                *_h(SLICE_WIDTH))
+                                *_h(SLICE_WIDTH, hidden_activation))
         self.groups = nn.ModuleList(nn.Linear(self.group_width, self.q)
                                     for _ in range(SLICE_GROUPS))
 
@@ -286,6 +323,18 @@ class _Standardize(nn.Module):
         return (x.float().div(255.0) - self.mean) / self.std
 
 
+def _encoder(d: int, n_bits: int, encoder: str, hidden: int, blocks: int,
+             hidden_activation: str) -> nn.Module:
+    config.check_choice("hidden_activation", hidden_activation, HIDDEN_ACTIVATIONS)
+    if encoder == "mlp":
+        return MLPEncoder(d, n_bits, blocks, hidden, hidden_activation)
+    return SliceEncoder(d, n_bits, hidden_activation)
+
+
+def _head(head: str, n_bits: int) -> nn.Module:
+    return nn.Sigmoid() if head == "sigmoid" else nn.BatchNorm1d(n_bits, affine=False)
+
+
 class HashNet(nn.Module):
     """SimpleNet + encoder + output activation: the hash function of sec. III-B.
 
@@ -303,6 +352,8 @@ class HashNet(nn.Module):
     mlp_blocks : int, optional
         ``n`` of eq. 15; default 3 for 32x32 and 5 for 96x96 inputs.
     channels : int
+    hidden_activation : {"relu", "sigmoid"}
+        The core of ``h(*)`` in eq. 15 (:data:`HIDDEN_ACTIVATIONS`).
 
     Input: uint8 tensor ``(N, C, S, S)`` (standardised inside with the
     training images' per-channel statistics, see :meth:`set_input_stats`);
@@ -311,7 +362,7 @@ class HashNet(nn.Module):
 
     def __init__(self, input_size: int, n_bits: int, encoder: str = "slice",
                  head: str = "batchnorm", hidden: int = 512, mlp_blocks: Optional[int] = None,
-                 channels: int = 3):
+                 channels: int = 3, hidden_activation: str = "relu"):
         super().__init__()
         config.check_choice("encoder", encoder, ENCODERS)
         config.check_choice("head", head, HEADS)
@@ -319,14 +370,10 @@ class HashNet(nn.Module):
         self.encoder_name, self.head_name = encoder, head
         self.standardize = _Standardize(channels)
         self.simplenet = SimpleNet(input_size, channels)
-        d = self.simplenet.out_features
-        if encoder == "mlp":
-            blocks = MLP_BLOCKS[self.simplenet.input_size] if mlp_blocks is None else mlp_blocks
-            self.encoder = MLPEncoder(d, self.n_bits, blocks, hidden)
-        else:
-            self.encoder = SliceEncoder(d, self.n_bits)
-        self.head = nn.Sigmoid() if head == "sigmoid" else nn.BatchNorm1d(self.n_bits,
-                                                                          affine=False)
+        blocks = MLP_BLOCKS[self.simplenet.input_size] if mlp_blocks is None else mlp_blocks
+        self.encoder = _encoder(self.simplenet.out_features, self.n_bits, encoder, hidden,
+                                blocks, hidden_activation)
+        self.head = _head(head, self.n_bits)
 
     def set_input_stats(self, images: torch.Tensor) -> None:
         """Store the per-channel mean and std of uint8 training images ``(N, C, S, S)``."""
@@ -334,6 +381,66 @@ class HashNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.encoder(self.simplenet(self.standardize(x))))
+
+
+class _StandardizeFeatures(nn.Module):
+    """Float feature rows -> per-dimension standardised rows (training stats are buffers)."""
+
+    def __init__(self, d: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(1, d))
+        self.register_buffer("std", torch.ones(1, d))
+
+    def set_stats(self, x: torch.Tensor) -> None:
+        x = x.float()
+        self.mean.copy_(x.mean(dim=0, keepdim=True))
+        self.std.copy_(x.std(dim=0, keepdim=True).clamp_min(1e-6))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() - self.mean) / self.std
+
+
+class FeatureHashNet(nn.Module):
+    """The encoder and output activation of :class:`HashNet` on backbone features, no SimpleNet.
+
+    A reference for the hash-function stage: the same MLP or Slice encoder and
+    the same head, trained with eq. 18 on the same hash labels, but fed with
+    the label stage's own (standardised) backbone features instead of pixels.
+    It shows what the encoders can learn when the input already holds what
+    the labels were computed from.
+
+    Parameters
+    ----------
+    in_features : int
+        Feature dimension.
+    n_bits, encoder, head, hidden, hidden_activation
+        As in :class:`HashNet`.
+    mlp_blocks : int
+        ``n`` of eq. 15.
+
+    Input float ``(N, in_features)``; output ``(N, n_bits)``.
+    """
+
+    def __init__(self, in_features: int, n_bits: int, encoder: str = "slice",
+                 head: str = "batchnorm", hidden: int = 512, mlp_blocks: int = 3,
+                 hidden_activation: str = "relu"):
+        super().__init__()
+        config.check_choice("encoder", encoder, ENCODERS)
+        config.check_choice("head", head, HEADS)
+        self.n_bits = config.check_bits(n_bits)[0]
+        self.encoder_name, self.head_name = encoder, head
+        d = _positive("in_features", in_features)
+        self.standardize = _StandardizeFeatures(d)
+        self.encoder = _encoder(d, self.n_bits, encoder, hidden, _positive("mlp_blocks", mlp_blocks),
+                                hidden_activation)
+        self.head = _head(head, self.n_bits)
+
+    def set_input_stats(self, x: torch.Tensor) -> None:
+        """Store the per-dimension mean and std of the training features ``(N, D)``."""
+        self.standardize.set_stats(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(self.standardize(x)))
 
 
 def eq18_loss(outputs: torch.Tensor, targets: torch.Tensor, reduction: str = "per_sample"
@@ -567,16 +674,19 @@ def train_hash_net(images: torch.Tensor, targets: np.ndarray, *, encoder: str = 
                    head: str = "batchnorm", hidden: int = 512, mlp_blocks: Optional[int] = None,
                    epochs: Sequence[int] = (6, 1, 1), lrs: Sequence[float] = (0.01, 1e-3, 1e-4),
                    batch_size: int = 100, momentum: float = 0.9, weight_decay: float = 0.004,
-                   seed: int = 0, progress: bool = False) -> tuple[HashNet, dict, bool]:
+                   hidden_activation: str = "relu", seed: int = 0, progress: bool = False
+                   ) -> tuple[nn.Module, dict, bool]:
     """Train a :class:`HashNet` to output hash labels (eq. 18), weights cached on disk.
 
     Parameters
     ----------
-    images : uint8 tensor (n, C, S, S)
+    images : uint8 tensor (n, C, S, S), or float tensor (n, D)
+        Images (a :class:`HashNet`), or backbone features (a
+        :class:`FeatureHashNet`, the reference without SimpleNet).
     targets : {0, 1} array (n, t)
         Hash labels.
-    encoder, head, hidden, mlp_blocks
-        See :class:`HashNet`.
+    encoder, head, hidden, mlp_blocks, hidden_activation
+        See :class:`HashNet` (for features, ``mlp_blocks`` defaults to 3).
     epochs, lrs : sequences of equal length
         Epochs per phase and its learning rate (the paper: 0.01, 0.001, 0.0001
         for 60,000, 5,000 and 5,000 iterations).
@@ -584,22 +694,40 @@ def train_hash_net(images: torch.Tensor, targets: np.ndarray, *, encoder: str = 
 
     Returns
     -------
-    model, info, loaded : HashNet (eval mode), {"loss": [...], "seconds": s}, bool
+    model, info, loaded : HashNet or FeatureHashNet (eval mode),
+        {"loss": [...], "seconds": s}, bool
     """
     epochs, lrs = _check_schedule(epochs, lrs)
+    config.check_choice("hidden_activation", hidden_activation, HIDDEN_ACTIVATIONS)
     targets = np.asarray(targets)
     if targets.ndim != 2 or targets.shape[0] != images.shape[0]:
         raise ValueError(f"targets must be (n, t) for {images.shape[0]} images, got "
                          f"{targets.shape}")
-    n_bits, size, channels = targets.shape[1], images.shape[-1], images.shape[1]
-    arch = dict(input_size=int(size), n_bits=int(n_bits), encoder=encoder, head=head,
-                hidden=int(hidden), mlp_blocks=mlp_blocks, channels=int(channels))
-    key = dict(data=array_digest(images, targets), arch=arch, epochs=epochs, lrs=lrs,
+    if images.ndim not in (2, 4):
+        raise ValueError(f"inputs must be images (n, C, S, S) or features (n, D), got shape "
+                         f"{tuple(images.shape)}")
+    n_bits = targets.shape[1]
+    if images.ndim == 4:
+        size, channels = images.shape[-1], images.shape[1]
+        arch = dict(input_size=int(size), n_bits=int(n_bits), encoder=encoder, head=head,
+                    hidden=int(hidden), mlp_blocks=mlp_blocks, channels=int(channels))
+        net, name, what = HashNet, "dsth-journal-hashnet", "SimpleNet"
+    else:
+        arch = dict(in_features=int(images.shape[1]), n_bits=int(n_bits), encoder=encoder,
+                    head=head, hidden=int(hidden),
+                    mlp_blocks=MLP_BLOCKS[32] if mlp_blocks is None else int(mlp_blocks))
+        net, name, what = FeatureHashNet, "dsth-journal-featurenet", "features"
+    key = dict(data=array_digest(images, targets), arch=dict(arch), epochs=epochs, lrs=lrs,
                batch_size=batch_size, momentum=momentum, weight_decay=weight_decay, seed=seed)
+    # the default reading stays out of the key, so weights cached before the parameter
+    # existed are still found
+    if hidden_activation != "relu":
+        key["arch"]["hidden_activation"] = hidden_activation
+    arch["hidden_activation"] = hidden_activation
 
     def build():
         torch.manual_seed(seed)
-        return HashNet(**arch)
+        return net(**arch)
 
     def train(model):
         model.set_input_stats(images)
@@ -607,9 +735,78 @@ def train_hash_net(images: torch.Tensor, targets: np.ndarray, *, encoder: str = 
         return _run_phases(model, (images, y), lambda m, xb, yb: eq18_loss(m(xb), yb),
                            epochs=epochs, lrs=lrs, batch_size=batch_size, momentum=momentum,
                            weight_decay=weight_decay, seed=seed, progress=progress,
-                           desc=f"SimpleNet {encoder}+{head} {n_bits} bits")
+                           desc=f"{what} {encoder}+{head} {n_bits} bits")
 
-    return training.cached_model("dsth-journal-hashnet", key, build, train)
+    return training.cached_model(name, key, build, train)
+
+
+def label_agreement(codes, targets) -> dict:
+    """How many hash-label bits a hash function reproduces.
+
+    Parameters
+    ----------
+    codes, targets : {0, 1} arrays (n, t)
+        The function's codes and the hash labels of the same images.
+
+    Returns
+    -------
+    {"bits": fraction of equal bits, "exact": fraction of rows with every bit equal}
+        (NaN for ``n = 0``).
+    """
+    codes, targets = np.asarray(codes), np.asarray(targets)
+    if codes.shape != targets.shape or codes.ndim != 2:
+        raise ValueError(f"codes and targets must both be (n, t); got {codes.shape} and "
+                         f"{targets.shape}")
+    if codes.shape[0] == 0:
+        return {"bits": float("nan"), "exact": float("nan")}
+    equal = codes.astype(np.uint8) == targets.astype(np.uint8)
+    return {"bits": float(equal.mean()), "exact": float(equal.all(axis=1).mean())}
+
+
+def heldout_rows(n: int, heldout: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``n`` training images into the rows that fit a hash function and held-out rows.
+
+    ``round(heldout * n)`` rows, drawn at random with ``seed``, are held out
+    (their hash labels exist, the hash function never trains on them); both
+    index arrays are sorted. ``heldout = 0`` keeps every row for the fit.
+    """
+    heldout = _check_heldout(heldout)
+    m = int(round(heldout * n))
+    if heldout and not 1 <= m <= n - 2:
+        raise ValueError(f"heldout={heldout} of {n} training images holds out {m}; need at "
+                         "least one held-out image and two to fit")
+    rng = np.random.default_rng([int(seed), 7919])
+    held = np.sort(rng.permutation(n)[:m])
+    return np.setdiff1d(np.arange(n), held), held
+
+
+def _check_heldout(heldout) -> float:
+    if isinstance(heldout, bool) or not 0 <= float(heldout) < 1:
+        raise ValueError(f"heldout is the fraction of training images held out of the "
+                         f"hash-function fit, 0 <= heldout < 1; got {heldout!r}")
+    return float(heldout)
+
+
+def _label_stage(features, labels, n_bits: int, k: int, seed: int, with_labels: bool,
+                 finetune_epochs: int, progress: bool) -> HashLabels:
+    """The hash labels of the training images (sec. III-A), with labels first if asked."""
+    if with_labels:
+        if labels is None:
+            raise ValueError("with_labels=True needs the training images' class labels")
+        features = finetuned_features(features, labels, epochs=finetune_epochs, seed=seed,
+                                      progress=progress)
+    return hash_labels(features, n_bits, k, seed)
+
+
+def _fit_report(encode, inputs, bits, fit_rows, held_rows) -> dict:
+    """``label_fit`` entries: agreement on the fitted rows and on the held-out rows."""
+    out = {}
+    for part, rows in (("train", fit_rows), ("heldout", held_rows)):
+        if part == "heldout" and rows.size == 0:
+            continue
+        a = label_agreement(encode(inputs[rows]), bits[rows])
+        out[part], out[f"{part}_exact"] = a["bits"], a["exact"]
+    return out
 
 
 class DSTHJournal:
@@ -620,23 +817,41 @@ class DSTHJournal:
     :func:`finetuned_features` when ``with_labels``) and trains SimpleNet on
     the training ``images``; ``encode(images)`` needs pixels only.
 
+    With ``inputs="features"`` the hash function is the reference
+    :class:`FeatureHashNet`: the same encoder and head on the backbone
+    features instead of SimpleNet on pixels; ``fit(features, features)`` and
+    ``encode(features)`` then read features.
+
     Parameters
     ----------
     n_bits : int
     input_size : {32, 96}
-        Image side (Table I's columns).
+        Image side (Table I's columns; with ``inputs="features"`` it only
+        chooses the MLP's ``n`` of eq. 15).
     config : one of :data:`CONFIGS`
         ``"<mlp|slice>_<sigmoid|batchnorm>"``.
     k : int
         Neighbours of the label stage's graph (``mu = 12``).
     hidden, mlp_blocks : see :class:`HashNet`.
+    hidden_activation : {"relu", "sigmoid"}
+        The core of ``h(*)`` in eq. 15 (:data:`HIDDEN_ACTIVATIONS`): ReLU
+        (our default, eq. 15's text) or the logistic function (sec. III-B's
+        reading).
     epochs, lrs, batch_size, momentum, weight_decay : see :func:`train_hash_net`.
     with_labels : bool
         Tune the features with class labels first (Table IV's "with-labels").
     finetune_epochs : int
         Epochs of the feature head of the with-labels variant.
+    heldout : float
+        Fraction ``0 <= heldout < 1`` of the training images held out of the
+        hash-function fit (:func:`heldout_rows`): the label stage still sees
+        every training image, so the held-out images have hash labels, and
+        :attr:`label_fit_report_` measures how many of their bits the network
+        reproduces. 0 (default) trains on every training image.
+    inputs : {"pixels", "features"}
+        What the hash function reads (:data:`INPUTS`).
     n_fit_check : int
-        Training images (the first ones) on which :attr:`label_fit_` is measured.
+        Training images (the first ones fitted) on which :attr:`label_fit_` is measured.
     seed : int
     progress : bool
 
@@ -645,20 +860,29 @@ class DSTHJournal:
     labels_ : HashLabels
     thresholds_ : float64 (n_bits,)
         ``epsilon^p``, used by the BatchNorm head.
-    model_ : HashNet
+    model_ : HashNet or FeatureHashNet
     history_ : dict
         Loss per epoch and training seconds.
+    fit_rows_, heldout_rows_ : int arrays
+        Training rows the network was fitted on, and the held-out rows.
     label_fit_ : float
-        Fraction of the hash-label bits of (up to ``n_fit_check``) training
-        images that the trained network reproduces.
+        Fraction of the hash-label bits of (up to ``n_fit_check``) fitted
+        training images that the trained network reproduces.
+    label_fit_report_ : dict
+        ``train`` and ``train_exact``: bitwise agreement with the hash labels
+        and the fraction of images with every bit right, on all fitted
+        training images; ``heldout`` and ``heldout_exact`` the same on the
+        held-out images (only when ``heldout > 0``).
     """
 
     def __init__(self, n_bits: int, input_size: int = 32, *, config: str = "slice_batchnorm",
                  k: int = 12, hidden: int = 512, mlp_blocks: Optional[int] = None,
+                 hidden_activation: str = "relu",
                  epochs: Sequence[int] = (6, 1, 1), lrs: Sequence[float] = (0.01, 1e-3, 1e-4),
                  batch_size: int = 100, momentum: float = 0.9, weight_decay: float = 0.004,
-                 with_labels: bool = False, finetune_epochs: int = 30, n_fit_check: int = 1000,
-                 seed: int = 0, progress: bool = False):
+                 with_labels: bool = False, finetune_epochs: int = 30, heldout: float = 0.0,
+                 inputs: str = "pixels", n_fit_check: int = 1000, seed: int = 0,
+                 progress: bool = False):
         self.n_bits = _check_bits(n_bits)
         self.input_size = _check_input_size(input_size)
         self.encoder, self.head = _split_config(config)
@@ -668,11 +892,16 @@ class DSTHJournal:
         self.config = config
         self.k, self.hidden = _positive("k", k), _positive("hidden", hidden)
         self.mlp_blocks = None if mlp_blocks is None else _positive("mlp_blocks", mlp_blocks)
+        _check_choice("hidden_activation", hidden_activation, HIDDEN_ACTIVATIONS)
+        self.hidden_activation = hidden_activation
         self.epochs, self.lrs = _check_schedule(epochs, lrs)
         self.batch_size = _positive("batch_size", batch_size)
         self.momentum, self.weight_decay = float(momentum), float(weight_decay)
         self.with_labels = bool(with_labels)
         self.finetune_epochs = _positive("finetune_epochs", finetune_epochs)
+        self.heldout = _check_heldout(heldout)
+        _check_choice("inputs", inputs, INPUTS)
+        self.inputs = inputs
         self.n_fit_check = _positive("n_fit_check", n_fit_check)
         self.seed, self.progress = int(seed), bool(progress)
 
@@ -683,39 +912,55 @@ class DSTHJournal:
 
     def __repr__(self) -> str:
         return (f"DSTHJournal(n_bits={self.n_bits}, input_size={self.input_size}, "
-                f"config={self.config!r}, k={self.k}, with_labels={self.with_labels})")
+                f"config={self.config!r}, k={self.k}, with_labels={self.with_labels}, "
+                f"hidden_activation={self.hidden_activation!r}, heldout={self.heldout}, "
+                f"inputs={self.inputs!r})")
+
+    def _as_input(self, X) -> torch.Tensor:
+        X = np.asarray(X)
+        if self.inputs == "features":
+            if X.ndim != 2:
+                raise ValueError(f"inputs='features' reads feature rows (n, D), got shape "
+                                 f"{X.shape}")
+            return torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+        return as_image_tensor(X, (self.input_size, self.input_size, X.shape[-1]))
 
     def fit(self, images, features, labels=None) -> "DSTHJournal":
-        """Label stage on ``features``, then SimpleNet trained on ``images``.
+        """Label stage on ``features``, then the hash function trained on ``images``.
 
         Parameters
         ----------
-        images : uint8 (n, S, S, C)
+        images : uint8 (n, S, S, C), or float (n, D) with ``inputs="features"``
         features : float (n, D)
             Backbone features of the same images, row for row.
         labels : int (n,), optional
             Class labels; required with ``with_labels``.
         """
-        x = as_image_tensor(images, (self.input_size, self.input_size,
-                                     np.asarray(images).shape[-1]))
+        x = self._as_input(images)
         features = np.asarray(features)
         if features.ndim != 2 or features.shape[0] != x.shape[0]:
             raise ValueError(f"features must be (n, D) for the {x.shape[0]} images, got "
                              f"{features.shape}")
-        if self.with_labels:
-            if labels is None:
-                raise ValueError("with_labels=True needs the training images' class labels")
-            features = finetuned_features(features, labels, epochs=self.finetune_epochs,
-                                          seed=self.seed, progress=self.progress)
-        self.labels_ = hash_labels(features, self.n_bits, self.k, self.seed)
+        self.labels_ = _label_stage(features, labels, self.n_bits, self.k, self.seed,
+                                    self.with_labels, self.finetune_epochs, self.progress)
         self.thresholds_ = self.labels_.thresholds
+        fit_rows, held_rows = heldout_rows(x.shape[0], self.heldout, self.seed)
+        self.fit_rows_, self.heldout_rows_ = fit_rows, held_rows
+        # with nothing held out the network sees exactly the arrays it always saw
+        x_fit, y_fit = ((x, self.labels_.bits) if held_rows.size == 0 else
+                        (x[torch.from_numpy(fit_rows)], self.labels_.bits[fit_rows]))
+        blocks = self.mlp_blocks
+        if self.inputs == "features" and blocks is None:
+            blocks = MLP_BLOCKS[self.input_size]
         self.model_, self.history_, _ = train_hash_net(
-            x, self.labels_.bits, encoder=self.encoder, head=self.head, hidden=self.hidden,
-            mlp_blocks=self.mlp_blocks, epochs=self.epochs, lrs=self.lrs,
+            x_fit, y_fit, encoder=self.encoder, head=self.head, hidden=self.hidden,
+            mlp_blocks=blocks, epochs=self.epochs, lrs=self.lrs,
             batch_size=self.batch_size, momentum=self.momentum, weight_decay=self.weight_decay,
-            seed=self.seed, progress=self.progress)
-        m = min(self.n_fit_check, x.shape[0])
-        self.label_fit_ = float((self._codes(x[:m]) == self.labels_.bits[:m]).mean())
+            hidden_activation=self.hidden_activation, seed=self.seed, progress=self.progress)
+        m = min(self.n_fit_check, x_fit.shape[0])
+        self.label_fit_ = float((self._codes(x_fit[:m]) == y_fit[:m]).mean())
+        self.label_fit_report_ = _fit_report(self._codes, x, self.labels_.bits, fit_rows,
+                                             held_rows)
         return self
 
     def _codes(self, x: torch.Tensor) -> np.ndarray:
@@ -723,12 +968,93 @@ class DSTHJournal:
         return codes_from_outputs(out, self.head, self.thresholds_)
 
     def encode(self, images) -> np.ndarray:
-        """Codes of images, uint8 {0, 1} of shape ``(N, n_bits)`` (SimpleNet only)."""
+        """Codes of images (or features), uint8 {0, 1} of shape ``(N, n_bits)``."""
         if not hasattr(self, "model_"):
             raise RuntimeError("DSTHJournal is not fitted yet: call fit(images, features)")
-        images = np.asarray(images)
-        return self._codes(as_image_tensor(images, (self.input_size, self.input_size,
-                                                    images.shape[-1])))
+        return self._codes(self._as_input(images))
+
+
+class LabelCopy:
+    """Reference: the hash labels carried to new images by their nearest training images.
+
+    ``fit(features, labels=None)`` runs the label stage exactly as
+    :class:`DSTHJournal` does (same graph, eigenmap, thresholds; with labels
+    first through :func:`finetuned_features` when ``with_labels``) and keeps
+    the training images' backbone features and hash labels. ``encode`` gives
+    each image, per bit, the majority vote of the hash labels of its
+    ``vote_k`` nearest fitted training images by cosine similarity of the
+    backbone features (ties: the nearest one's bit). This is what a hash
+    function that copies the labels perfectly from the label stage's own
+    feature space would give: a bound for the hash-function stage, not a
+    method of the paper. With labels, the neighbours are still found with
+    the untuned backbone features (the tuning head needs class labels).
+
+    Parameters
+    ----------
+    n_bits : int
+    k : int
+        Neighbours of the label stage's graph (``mu``).
+    vote_k : int
+        Neighbours whose labels vote for a new image.
+    with_labels, finetune_epochs, heldout, seed, progress
+        As in :class:`DSTHJournal` (held-out images do not vote).
+
+    Attributes (after ``fit``): ``labels_``, ``fit_rows_``, ``heldout_rows_``,
+    ``label_fit_report_`` as in :class:`DSTHJournal`.
+    """
+
+    def __init__(self, n_bits: int, *, k: int = 12, vote_k: int = 12, with_labels: bool = False,
+                 finetune_epochs: int = 30, heldout: float = 0.0, seed: int = 0,
+                 progress: bool = False):
+        self.n_bits = _check_bits(n_bits)
+        self.k, self.vote_k = _positive("k", k), _positive("vote_k", vote_k)
+        self.with_labels = bool(with_labels)
+        self.finetune_epochs = _positive("finetune_epochs", finetune_epochs)
+        self.heldout = _check_heldout(heldout)
+        self.seed, self.progress = int(seed), bool(progress)
+
+    @property
+    def supervised(self) -> bool:
+        return self.with_labels
+
+    def __repr__(self) -> str:
+        return (f"LabelCopy(n_bits={self.n_bits}, k={self.k}, vote_k={self.vote_k}, "
+                f"with_labels={self.with_labels}, heldout={self.heldout})")
+
+    def fit(self, features, labels=None) -> "LabelCopy":
+        X = np.ascontiguousarray(features, dtype=np.float32)
+        if X.ndim != 2:
+            raise ValueError(f"features must be (n, D), got shape {X.shape}")
+        self.labels_ = _label_stage(X, labels, self.n_bits, self.k, self.seed, self.with_labels,
+                                    self.finetune_epochs, self.progress)
+        fit_rows, held_rows = heldout_rows(X.shape[0], self.heldout, self.seed)
+        if self.vote_k > fit_rows.size:
+            raise ValueError(f"vote_k={self.vote_k} is more than the {fit_rows.size} fitted "
+                             "training images")
+        self.fit_rows_, self.heldout_rows_ = fit_rows, held_rows
+        self.features_, self.bits_ = X[fit_rows], self.labels_.bits[fit_rows]
+        self.label_fit_report_ = _fit_report(self.encode, X, self.labels_.bits, fit_rows,
+                                             held_rows)
+        return self
+
+    def encode(self, features) -> np.ndarray:
+        """Codes, uint8 {0, 1} ``(N, n_bits)``: per-bit majority of the ``vote_k`` nearest."""
+        if not hasattr(self, "bits_"):
+            raise RuntimeError("LabelCopy is not fitted yet: call fit(features)")
+        X = np.ascontiguousarray(features, dtype=np.float32)
+        if X.ndim != 2 or X.shape[1] != self.features_.shape[1]:
+            raise ValueError(f"features must be (N, {self.features_.shape[1]}), got shape "
+                             f"{X.shape}")
+        if X.shape[0] == 0:
+            return np.zeros((0, self.n_bits), dtype=np.uint8)
+        idx, _ = graph.knn_query(X, self.features_, self.vote_k, metric="cosine")
+        votes = self.bits_[idx].sum(axis=1, dtype=np.int64)  # (N, t) ones among the k
+        twice = 2 * votes
+        codes = (twice > self.vote_k).astype(np.uint8)
+        tie = twice == self.vote_k
+        nearest = self.bits_[idx[:, 0]]
+        codes[tie] = nearest[tie]
+        return codes
 
 
 def _check_bits(n_bits) -> int:
@@ -906,13 +1232,15 @@ def _factory(make, supervised: bool, fitted: dict):
 
 
 def dsth_factories(setting: Setting, backbone: str, configs: Sequence[str] = CONFIGS, *,
-                   with_labels: bool = False, suffix: str = "", **params) -> dict:
+                   with_labels: bool = False, suffix: str = "", inputs: str = "pixels",
+                   **params) -> dict:
     """``{name: factory(bits)}`` of DSTH configurations for :func:`hashstudy.evaluation.compare`.
 
     Each factory builds a :class:`DSTHJournal` whose label stage reads
-    ``setting.features[backbone]`` and whose hash function reads the pixels.
-    A factory's ``fitted`` dict keeps the fitted hasher of each code length
-    (for :attr:`DSTHJournal.label_fit_` and the hash labels).
+    ``setting.features[backbone]`` and whose hash function reads the pixels
+    (or, with ``inputs="features"``, the same backbone features). A
+    factory's ``fitted`` dict keeps the fitted hasher of each code length
+    (for :attr:`DSTHJournal.label_fit_report_` and the hash labels).
 
     Parameters
     ----------
@@ -921,23 +1249,44 @@ def dsth_factories(setting: Setting, backbone: str, configs: Sequence[str] = CON
         The with-labels variant (factories are then ``supervised``).
     suffix : str
         Appended to each name (e.g. ``"_labels"``).
+    inputs : {"pixels", "features"}
+        What the hash function reads (:data:`INPUTS`).
     **params
         Keyword arguments of :class:`DSTHJournal`.
     """
     config.check_choice("backbone", backbone, setting.features)
+    config.check_choice("inputs", inputs, INPUTS)
     feats = setting.features[backbone]
+    source = feats if inputs == "features" else setting.images
     out = {}
     for c in configs:
         _split_config(c)
 
         def make(bits, c=c):
             h = DSTHJournal(bits, setting.input_size, config=c, with_labels=with_labels,
-                            **params)
-            return PoolRows(h, lambda r: (setting.images[r], feats[r]),
-                            lambda r: setting.images[r], supervised=with_labels)
+                            inputs=inputs, **params)
+            return PoolRows(h, lambda r: (source[r], feats[r]), lambda r: source[r],
+                            supervised=with_labels)
 
         out[c + suffix] = _factory(make, with_labels, {})
     return out
+
+
+def label_copy_factory(setting: Setting, backbone: str, *, with_labels: bool = False,
+                       **params):
+    """A factory of :class:`LabelCopy` on ``setting.features[backbone]`` (label stage and votes).
+
+    ``params`` are keyword arguments of :class:`LabelCopy`; the factory is
+    ``supervised`` with ``with_labels``.
+    """
+    config.check_choice("backbone", backbone, setting.features)
+    feats = setting.features[backbone]
+
+    def make(bits):
+        return PoolRows(LabelCopy(bits, with_labels=with_labels, **params),
+                        lambda r: (feats[r],), lambda r: feats[r], supervised=with_labels)
+
+    return _factory(make, with_labels, {})
 
 
 def baseline_factories(setting: Setting, backbone: str, methods: Sequence[str], *,
