@@ -688,3 +688,87 @@ def transfer_table(st: Study, metric: str = "map@1000"):
                  "all classes": f"{a['constant']['prior']:.3f}",
                  "unseen classes": f"{t['constant']['prior']:.3f}"})
     return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------
+# command line: fill the cache of fitted codes on several cores
+# ---------------------------------------------------------------------------
+
+
+def _fit_job(dataset: str, profile: str, method: str, transfer: bool, n_seen: int) -> tuple:
+    """One worker's job: every code length and seed of one method on one dataset (cached)."""
+    import torch
+
+    torch.set_num_threads(1)
+    sizes = PROFILE_SIZES[profile]
+    inputs = load_inputs(dataset, input_size=sizes["input_size"], progress=False)
+    split = split_for(dataset, profile)
+    t0 = time.perf_counter()
+    if transfer:
+        from . import references
+
+        split = references.transfer_split(split, inputs.labels, n_seen=n_seen, seed=0)
+        run(inputs, split, profile, methods=[method], bits=[sizes["transfer_bits"]],
+            transfer=f"transfer{n_seen}", progress=False)
+    else:
+        run(inputs, split, profile, methods=[method], progress=False)
+    return dataset, method, transfer, time.perf_counter() - t0
+
+
+def fit_all(profile: str, datasets: Sequence[str] = ("mnist", "cifar10"), *, workers: int = 2,
+            n_seen: int = 7, echo=print) -> list[tuple]:
+    """Fit every (dataset, method) of notebook 06 at ``profile`` in ``workers`` processes.
+
+    Each process runs one method on one dataset at a time with one torch
+    thread (the thread count the notebook runs with under ``regenerate
+    --jobs 2``, so the notebook finds every code in the cache and only
+    evaluates). Interrupted, it resumes where it stopped: every finished
+    (method, bits, seed) is in the cache. Returns ``(dataset, method,
+    transfer, seconds)`` per job.
+    """
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    config.check_profile(profile)
+    # one BLAS thread per process too, as under `regenerate --jobs 2` (fresh, spawned
+    # processes read these before numpy loads its BLAS)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "HASHSTUDY_THREADS"):
+        os.environ[var] = "1"
+    jobs = [(ds, m.name, False) for ds in datasets for m in methods_for(ds)]
+    jobs += [(ds, m, True) for ds in datasets for m in TRANSFER_METHODS]
+    # the slowest first, so that the last jobs of the pool are short
+    slow = ("dsth18", "cnnh", "tanh_ae", "dsth15", "sth", "latent", "ddh")
+    jobs.sort(key=lambda j: (slow.index(j[1]) if j[1] in slow else len(slow), j[2]))
+    done = []
+    with ProcessPoolExecutor(max_workers=max(1, int(workers)),
+                             mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_fit_job, ds, profile, m, t, n_seen) for ds, m, t in jobs]
+        for i, f in enumerate(as_completed(futures), 1):
+            ds, m, t, secs = f.result()
+            done.append((ds, m, t, secs))
+            echo(f"[{i}/{len(jobs)}] {ds} {m}{' (transfer)' if t else ''}: {secs:.0f} s")
+    return done
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m hashstudy.crosspaper",
+        description="Fit every method of notebook 06 into the cache on several cores; the "
+                    "notebook then only evaluates. Resumable: finished fits are kept.")
+    parser.add_argument("--profile", default="quick", choices=list(PROFILE_SIZES))
+    parser.add_argument("--datasets", nargs="+", default=["mnist", "cifar10"],
+                        choices=["mnist", "cifar10"])
+    parser.add_argument("--workers", type=int, default=2, help="processes (one core each)")
+    args = parser.parse_args(argv)
+    t0 = time.time()
+    fit_all(args.profile, args.datasets, workers=args.workers)
+    print(f"all fits cached in {time.time() - t0:.0f} s; now run "
+          f"`python -m hashstudy.regenerate --profile {args.profile} --only 06_cross_paper`")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
