@@ -110,6 +110,17 @@ def cross_report(reports):
     return out
 
 
+def test_page_without_notebook_06_ranks_within_each_protocol(reports, tmp_path):
+    executed = tmp_path / "99.ipynb"
+    pm.execute_notebook(str(config.repo_root() / "notebooks" / "99_summary.ipynb"), str(executed),
+                        parameters={"profile": "smoke"}, progress_bar=False, kernel_name="python3",
+                        cwd=str(tmp_path))
+    html = summary.render_html(executed, tmp_path / "summary.html").read_text()
+    assert "Notebook 06 not available" in html
+    assert "query1k" in html and "test100pc-train" in html
+    assert (config.reports_dir("99_summary", "smoke") / "map1000_cifar10.png").exists()
+
+
 def test_cross_paper_reads_notebook_06(cross_report):
     cross = summary.cross_paper("smoke")
     assert list(cross["rankings"]) == ["cifar10"]
@@ -135,3 +146,4 @@ def test_summary_notebook_renders_a_static_page_with_tables_and_images(cross_rep
     assert "import matplotlib" not in html  # code cells are hidden
     out = config.reports_dir("99_summary", "smoke")
     assert (out / "status.csv").exists() and (out / "cross_paper_ranking_cifar10.csv").exists()
+    assert "Notebook 06 not available" not in html
