@@ -170,3 +170,14 @@ def test_study_tables_and_keys(monkeypatch, tmp_path):
                                                     "distinct_codes") for s in ("", "_std")}
     assert "toy/transfer/lsh/16/map@1000" not in keys, "only the transfer methods run there"
     assert keys["toy/constant/prior"] == pytest.approx(0.1, abs=1e-3)
+
+
+def test_fit_jobs_cover_every_fit_slowest_first():
+    jobs = crosspaper.fit_jobs(["mnist", "cifar10"])
+    main = {(ds, m) for ds, m, t in jobs if not t}
+    assert main == {(ds, m.name) for ds in ("mnist", "cifar10") for m in crosspaper.methods_for(ds)}
+    assert {(ds, m) for ds, m, t in jobs if t} == {
+        (ds, m) for ds in ("mnist", "cifar10") for m in crosspaper.TRANSFER_METHODS}
+    assert jobs[0][1] == "dsth18" and jobs[-1][1] not in crosspaper.SLOWEST_FIRST
+    position = {m: max(i for i, j in enumerate(jobs) if j[1] == m) for m in ("cnnh", "lsh")}
+    assert position["cnnh"] < position["lsh"]

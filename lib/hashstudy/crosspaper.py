@@ -715,6 +715,19 @@ def _fit_job(dataset: str, profile: str, method: str, transfer: bool, n_seen: in
     return dataset, method, transfer, time.perf_counter() - t0
 
 
+SLOWEST_FIRST = ("dsth18", "cnnh", "tanh_ae", "dsth15", "sth", "latent", "ddh")
+"""The deep methods (and STH) by training time at quick, slowest first (measured on this
+study's 2-core machine); :func:`fit_jobs` starts with them so the pool ends on short jobs."""
+
+
+def fit_jobs(datasets: Sequence[str] = ("mnist", "cifar10")) -> list[tuple[str, str, bool]]:
+    """``(dataset, method, transfer)`` for every fit notebook 06 needs, slowest first."""
+    jobs = [(ds, m.name, False) for ds in datasets for m in methods_for(ds)]
+    jobs += [(ds, m, True) for ds in datasets for m in TRANSFER_METHODS]
+    rank = {m: i for i, m in enumerate(SLOWEST_FIRST)}
+    return sorted(jobs, key=lambda j: (rank.get(j[1], len(rank)), j[2]))
+
+
 def fit_all(profile: str, datasets: Sequence[str] = ("mnist", "cifar10"), *, workers: int = 2,
             n_seen: int = 7, echo=print) -> list[tuple]:
     """Fit every (dataset, method) of notebook 06 at ``profile`` in ``workers`` processes.
@@ -735,11 +748,7 @@ def fit_all(profile: str, datasets: Sequence[str] = ("mnist", "cifar10"), *, wor
     # processes read these before numpy loads its BLAS)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "HASHSTUDY_THREADS"):
         os.environ[var] = "1"
-    jobs = [(ds, m.name, False) for ds in datasets for m in methods_for(ds)]
-    jobs += [(ds, m, True) for ds in datasets for m in TRANSFER_METHODS]
-    # the slowest first, so that the last jobs of the pool are short
-    slow = ("dsth18", "cnnh", "tanh_ae", "dsth15", "sth", "latent", "ddh")
-    jobs.sort(key=lambda j: (slow.index(j[1]) if j[1] in slow else len(slow), j[2]))
+    jobs = fit_jobs(datasets)
     done = []
     with ProcessPoolExecutor(max_workers=max(1, int(workers)),
                              mp_context=multiprocessing.get_context("spawn")) as pool:
