@@ -318,11 +318,25 @@ def _rows(method: Method, inputs: Inputs, rows: np.ndarray):
     return rows
 
 
+_SOURCES: dict = {}
+
+
 def _source(fn) -> str:
-    """The source of a method's ``build`` (part of the cache key: editing it retrains)."""
+    """The source of a method's ``build`` (part of the cache key: editing it retrains).
+
+    Read once per process, at import for the built-in methods: ``inspect`` reads
+    a function's lines from the file on disk by the line numbers of the loaded
+    code, so a process that outlives an edit of this file would otherwise read
+    other lines and key its codes by them."""
     import inspect
 
-    return inspect.getsource(fn)
+    if fn not in _SOURCES:
+        _SOURCES[fn] = inspect.getsource(fn)
+    return _SOURCES[fn]
+
+
+for _m in METHODS.values():  # the built-in methods' sources as loaded (see _source)
+    _source(_m.build)
 
 
 def _threads() -> int:
