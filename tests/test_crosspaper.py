@@ -181,3 +181,17 @@ def test_fit_jobs_cover_every_fit_slowest_first():
     assert jobs[0][1] == "dsth18" and jobs[-1][1] not in crosspaper.SLOWEST_FIRST
     position = {m: max(i for i, j in enumerate(jobs) if j[1] == m) for m in ("cnnh", "lsh")}
     assert position["cnnh"] < position["lsh"]
+
+
+def test_references_table_lists_every_reference_per_dataset(monkeypatch, tmp_path):
+    monkeypatch.setenv("HASHSTUDY_CACHE", str(tmp_path))
+    inputs, split = _blobs()
+    monkeypatch.setattr(crosspaper, "split_for", lambda ds, profile: split)
+    monkeypatch.setattr(crosspaper, "load_inputs", lambda ds, **kw: pytest.fail("decoded again"))
+    st = crosspaper.study("toy", "smoke", methods=["itq", "itq_l2"], bits=[8, 16], seeds=[0, 1],
+                          transfer=False, inputs=inputs, progress=False)
+    table = crosspaper.references_table({"toy": st})
+    assert table.reference.tolist() == ["ITQ", "ITQ", "ITQ (L2-normalised input)",
+                                        "ITQ (L2-normalised input)", "classifier code",
+                                        "cosine ranking (real-valued)", "constant code (control)"]
+    assert table.bits.tolist()[-1] == 8

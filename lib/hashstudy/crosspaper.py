@@ -552,7 +552,7 @@ def _references(inputs: Inputs, split, seeds, metric_keys, control_bits: int) ->
 def study(dataset: str, profile: str, *, methods: Optional[Sequence[str]] = None,
           bits: Optional[Sequence[int]] = None, seeds: Optional[Sequence[int]] = None,
           transfer: bool = True, n_seen: int = 7, metric_keys: Sequence[str] = METRICS,
-          progress: bool = True) -> Study:
+          inputs: Optional[Inputs] = None, progress: bool = True) -> Study:
     """Every method (default: all that run on ``dataset``) on the ``cross`` protocol, with references.
 
     Runs :func:`run` on the dataset's saved split, aggregates over seeds, computes the
@@ -567,7 +567,8 @@ def study(dataset: str, profile: str, *, methods: Optional[Sequence[str]] = None
     sizes = PROFILE_SIZES[config.check_profile(profile)]
     seeds = [int(s) for s in (seeds if seeds is not None else sizes["seeds"])]
     bits = config.check_bits(list(bits or sizes["bits"]))
-    inputs = load_inputs(dataset, input_size=sizes["input_size"], progress=progress)
+    if inputs is None:  # pass the dataset's Inputs when already loaded: decoded once
+        inputs = load_inputs(dataset, input_size=sizes["input_size"], progress=progress)
     split = split_for(dataset, profile)
     table, codes = run(inputs, split, profile, methods=methods, bits=bits, seeds=seeds,
                        metric_keys=metric_keys, progress=progress)
@@ -795,3 +796,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def references_table(studies: Mapping[str, Study]):
+    """One row per reference point and dataset: ITQ on raw and on L2-normalised vectors at
+    every code length (mean, std over seeds), the classifier code, the cosine ranking and the
+    constant-code control (mAP@1000)."""
+    import pandas as pd
+
+    rows = []
+    for ds, st in studies.items():
+        labels = st.labels()
+        itq = st.agg[(st.agg.metric == "map@1000") & st.agg.method.isin(["itq", "itq_l2"])]
+        rows += [{"dataset": ds, "reference": labels[r.method], "bits": int(r.bits),
+                  "map@1000": r.mean, "std": r.std} for r in itq.itertuples()]
+        cc, const = st.references["classifier_code"], st.references["constant"]
+        rows += [
+            {"dataset": ds, "reference": "classifier code", "bits": int(cc["bits"]),
+             "map@1000": cc["map@1000"], "std": cc["map@1000_std"]},
+            {"dataset": ds, "reference": "cosine ranking (real-valued)", "bits": None,
+             "map@1000": st.references["cosine"]["map@1000"], "std": None},
+            {"dataset": ds, "reference": "constant code (control)",
+             "bits": int(st.agg.bits.min()), "map@1000": const["map@1000"], "std": None}]
+    return pd.DataFrame(rows)
