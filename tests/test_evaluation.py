@@ -67,3 +67,31 @@ def test_unknown_method_lists_choices():
 def test_as_vectors():
     v = evaluation.as_vectors(np.full((2, 3, 3, 1), 255, np.uint8))
     assert v.shape == (2, 9) and v.dtype == np.float32 and v.max() == 1.0
+
+
+def test_run_result_holds_metrics_codes_and_fitted_hashers():
+    X, y, split = _blobs()
+    res = evaluation.run(["lsh", "itq"], [8, 16], X, y, split, seed=1,
+                         metric_keys=["map_all"], progress=False)
+    table, codes = res  # unpacks as compare's (table, codes)
+    assert table is res.table and codes is res.codes
+    itq = res.fitted[("itq", 16)]
+    np.testing.assert_array_equal(itq.encode(X[split.query]), res.codes[("itq", 16)].query)
+    wide = res.wide("map_all")
+    assert list(wide.index) == ["lsh", "itq"] and list(wide.columns) == [8, 16]
+    assert wide.loc["itq", 16] == pytest.approx(res.metrics("toy")["toy/itq/16/map_all"])
+    curves = res.by_bits("map_all", rename={"itq": "ITQ"})
+    assert list(curves) == ["lsh", "ITQ"]
+    np.testing.assert_array_equal(curves["ITQ"][0], [8, 16])
+    assert curves["ITQ"][1][1] == pytest.approx(wide.loc["itq", 16])
+
+
+def test_run_takes_a_mapping_of_factories():
+    X, y, split = _blobs()
+    from hashstudy import baselines
+
+    res = evaluation.run({"mine": lambda b: baselines.make("itq", b, seed=1)}, [8], X, y, split,
+                         metric_keys=["map_all"], progress=False)
+    same = evaluation.run(["itq"], [8], X, y, split, seed=1, metric_keys=["map_all"],
+                          progress=False)
+    assert res.wide("map_all").loc["mine", 8] == pytest.approx(same.wide("map_all").loc["itq", 8])

@@ -2,10 +2,17 @@
 
 A *hasher* is anything with ``fit(X, y=None)`` and ``encode(X) -> {0,1}``:
 the shallow baselines of :mod:`hashstudy.baselines` and the deep methods alike.
-:func:`compare` fits each (method, bits) pair on the split's training images,
-encodes queries and database, and evaluates them with
-:func:`hashstudy.metrics.evaluate`, returning a long table and the codes (for
-curves and retrieval figures).
+
+**The study's one experiment shape.** :func:`run` fits each (method, bits)
+pair on the split's training images, encodes queries and database, evaluates
+them with :func:`hashstudy.metrics.evaluate`, and returns a :class:`Result`:
+the long table of metrics, the codes (for curves and retrieval figures) and
+the fitted hashers (for what a notebook inspects: label fit, activations,
+training curves). A method is a name of :data:`hashstudy.baselines.METHODS`
+or a factory ``bits -> hasher`` (with ``factory.supervised = True`` when its
+``fit`` takes the class labels), so a new method is added by writing one
+module whose hasher has ``fit``/``encode`` and passing its factory here.
+:func:`compare` is the same call for code that unpacks ``(table, codes)``.
 """
 from __future__ import annotations
 
@@ -17,7 +24,8 @@ import numpy as np
 
 from . import baselines, config, metrics, timing
 
-__all__ = ["Codes", "as_vectors", "encode_split", "compare", "long_to_metrics", "curves_by_method"]
+__all__ = ["Codes", "Result", "as_vectors", "encode_split", "run", "compare", "long_to_metrics",
+           "curves_by_method"]
 
 
 @dataclass
@@ -29,6 +37,41 @@ class Codes:
     query: np.ndarray = field(repr=False)
     database: np.ndarray = field(repr=False)
     fit_seconds: float = 0.0
+
+
+@dataclass
+class Result:
+    """What :func:`run` returns: metrics, codes and fitted hashers of one experiment.
+
+    ``table`` is long: ``method, bits, metric, value`` (one ``fit_seconds`` row
+    per pair); ``codes[(method, bits)]`` and ``fitted[(method, bits)]`` hold
+    each pair's :class:`Codes` and hasher. Unpacking gives ``(table, codes)``,
+    the shape :func:`compare` has always returned.
+    """
+
+    table: "object"
+    codes: dict = field(default_factory=dict, repr=False)
+    fitted: dict = field(default_factory=dict, repr=False)
+
+    def __iter__(self):
+        return iter((self.table, self.codes))
+
+    def metrics(self, prefix: str) -> dict[str, float]:
+        """``{f"{prefix}/{method}/{bits}/{metric}": value}``, the report's keys."""
+        return long_to_metrics(self.table, prefix)
+
+    def wide(self, metric: str):
+        """One metric as a method x bits table (methods in the order they were run)."""
+        rows = self.table[self.table.metric == metric]
+        order = list(dict.fromkeys(rows.method))
+        return rows.pivot(index="method", columns="bits", values="value").loc[order]
+
+    def by_bits(self, metric: str, rename: Optional[Mapping[str, str]] = None) -> dict:
+        """``{method: (bits, values)}`` of one metric, for :func:`hashstudy.plots.curves`."""
+        rows = self.table[self.table.metric == metric].sort_values("bits", kind="stable")
+        rename = dict(rename or {})
+        return {rename.get(m, m): (g.bits.to_numpy(), g.value.to_numpy())
+                for m, g in rows.groupby("method", sort=False)}
 
 
 def as_vectors(images: np.ndarray) -> np.ndarray:
@@ -56,17 +99,18 @@ def encode_split(hasher, X: np.ndarray, labels: np.ndarray, split, supervised: b
         return hasher.encode(X[split.query]), hasher.encode(X[split.database]), seconds
 
 
-def compare(methods: Sequence[str], bits: Iterable[int], X: np.ndarray, labels: np.ndarray, split,
-            *, seed: int = 0, metric_keys: Sequence[str] = metrics.DEFAULT_METRICS,
-            params: Optional[Mapping[str, dict]] = None,
-            extra: Optional[Mapping[str, Callable[[int], object]]] = None,
-            progress: bool = True):
+def run(methods, bits: Iterable[int], X: np.ndarray, labels: np.ndarray, split,
+        *, seed: int = 0, metric_keys: Sequence[str] = metrics.DEFAULT_METRICS,
+        params: Optional[Mapping[str, dict]] = None,
+        extra: Optional[Mapping[str, Callable[[int], object]]] = None,
+        progress: bool = True) -> Result:
     """Fit, encode and evaluate every method at every code length on ``split``.
 
     Parameters
     ----------
-    methods : sequence of str
-        Names in :data:`hashstudy.baselines.METHODS`, or keys of ``extra``.
+    methods : sequence of str, or {name: factory(bits) -> hasher}
+        Names in :data:`hashstudy.baselines.METHODS` or keys of ``extra``; a
+        mapping adds its factories to ``extra`` and runs them in its order.
     bits : iterable of int
     X : float array (N_pool, D)
         Features of the whole pool (pixels via :func:`as_vectors`, or backbone features).
@@ -81,13 +125,17 @@ def compare(methods: Sequence[str], bits: Iterable[int], X: np.ndarray, labels: 
 
     Returns
     -------
-    table : pandas.DataFrame
-        Long format: ``method, bits, metric, value`` plus a ``fit_seconds`` row per pair.
-    codes : dict[(method, bits)] -> :class:`Codes`
+    :class:`Result`
+        ``table``: long format, ``method, bits, metric, value`` plus a
+        ``fit_seconds`` row per pair; ``codes[(method, bits)]``: :class:`Codes`;
+        ``fitted[(method, bits)]``: the fitted hasher.
     """
     import pandas as pd
 
     extra = dict(extra or {})
+    if isinstance(methods, Mapping):
+        extra.update(methods)
+        methods = list(methods)
     params = dict(params or {})
     bits = config.check_bits(list(bits))
     for m in methods:
@@ -99,7 +147,7 @@ def compare(methods: Sequence[str], bits: Iterable[int], X: np.ndarray, labels: 
         from tqdm.auto import tqdm
 
         bar = tqdm(pairs, desc="hashing", unit="method")
-    rows, codes = [], {}
+    rows, codes, fitted = [], {}, {}
     ql, dl = labels[split.query], labels[split.database]
     for m, b in pairs:
         if bar is not None:
@@ -111,6 +159,7 @@ def compare(methods: Sequence[str], bits: Iterable[int], X: np.ndarray, labels: 
             supervised = m in baselines.SUPERVISED
         q, d, secs = encode_split(hasher, X, labels, split, supervised=supervised)
         codes[(m, b)] = Codes(m, b, q, d, secs)
+        fitted[(m, b)] = hasher
         for key, value in metrics.evaluate(q, d, ql, dl, metric_keys).items():
             rows.append({"method": m, "bits": b, "metric": key, "value": value})
         rows.append({"method": m, "bits": b, "metric": "fit_seconds", "value": secs})
@@ -118,7 +167,12 @@ def compare(methods: Sequence[str], bits: Iterable[int], X: np.ndarray, labels: 
             bar.update(1)
     if bar is not None:
         bar.close()
-    return pd.DataFrame(rows, columns=["method", "bits", "metric", "value"]), codes
+    return Result(pd.DataFrame(rows, columns=["method", "bits", "metric", "value"]), codes, fitted)
+
+
+def compare(methods, bits: Iterable[int], X: np.ndarray, labels: np.ndarray, split, **kwargs):
+    """:func:`run`, unpacked: ``(table, codes)`` (the parameters are :func:`run`'s)."""
+    return tuple(run(methods, bits, X, labels, split, **kwargs))
 
 
 def long_to_metrics(table, prefix: str) -> dict[str, float]:
