@@ -367,3 +367,20 @@ def test_longest_notebooks_start_first(tmp_path):
             meta.write_text(json.dumps({"wall_time_s": wall}))
     order = [nb.stem for nb in regenerate.longest_first(nbs, "quick")]
     assert order == ["11_b", "12_c", "13_d", "10_a"]  # never run (unknown) first, then longest
+
+
+def test_library_modules_follow_a_subpackage(tmp_path):
+    find = regenerate.library_modules.__globals__["_imported_modules"]
+    assert {"plots", "plots.ddh"} <= find("from hashstudy.plots import ddh")
+    assert {"plots", "plots.ddh"} <= find("import hashstudy.plots.ddh")
+    # inside plots/ddh.py, `from .. import ddh` is the method module, `from . import x` a sibling
+    assert "ddh" in find("from .. import ddh", package="plots")
+    assert "plots.style" in find("from . import style", package="plots")
+    assert "dsth" in find("from . import dsth", package="")
+    nb = tmp_path / "a.ipynb"
+    _notebook(nb, "from hashstudy import plots\n")
+    mods = regenerate.library_modules(nb)
+    assert "plots" in mods and "__init__" in mods
+    # the package's file is hashed: a notebook using plots depends on plots/__init__.py
+    files = regenerate.library_modules.__globals__["_library_files"]()
+    assert files["plots"].name == "__init__.py" and files["plots"].parent.name == "plots"

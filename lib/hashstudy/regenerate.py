@@ -353,46 +353,90 @@ def _data_fingerprint() -> list:
     return [str(root), entries]
 
 
-def _imported_modules(source: str) -> set[str]:
-    """Library modules that Python source imports (anywhere, also inside functions):
+def _imported_modules(source: str, package: str = "") -> set[str]:
+    """Library modules that Python source imports (anywhere, also inside functions), as
+    dotted names below ``hashstudy`` (``"dsth"``, ``"plots"``, ``"plots.ddh"``):
     ``from hashstudy import a``, ``import hashstudy.b``, ``from hashstudy.c import x``,
-    ``from . import d``, ``from .e import y``, and a literal ``"hashstudy.f"`` passed to
-    ``importlib`` (docstrings and comments do not count)."""
+    relative imports (``from . import d``, ``from .e import y``, ``from .. import f``,
+    resolved against ``package``, the dotted name of the package the source is in, ``""``
+    for the top level), and a literal ``"hashstudy.g"`` passed to ``importlib``
+    (docstrings and comments do not count). ``from P import n`` yields both ``P`` and
+    ``P.n``, since ``n`` may be a submodule; callers keep the names that exist."""
     lines = [ln for ln in source.splitlines() if not ln.lstrip().startswith(("%", "!"))]
     tree = ast.parse("\n".join(lines))
     found: set[str] = set()
+
+    def below(dotted: str) -> Optional[str]:  # "hashstudy.x.y" -> "x.y"; "hashstudy" -> ""
+        if dotted == "hashstudy":
+            return ""
+        return dotted[len("hashstudy."):] if dotted.startswith("hashstudy.") else None
+
+    def add(name: str) -> None:
+        parts = [p for p in name.split(".") if p]
+        found.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
-            if node.module == "hashstudy" or (node.level == 1 and node.module is None):
-                found |= {alias.name for alias in node.names}
-            elif node.module and node.module.startswith("hashstudy."):
-                found.add(node.module.split(".")[1])
-            elif node.level == 1 and node.module:
-                found.add(node.module.split(".")[0])
+            if node.level:
+                base = package.split(".") if package else []
+                base = base[:len(base) - (node.level - 1)] if node.level > 1 else base
+                if node.level - 1 > len(package.split(".") if package else []):
+                    continue
+                parent = ".".join(base + ([node.module] if node.module else []))
+            else:
+                parent = below(node.module or "")
+                if parent is None:
+                    continue
+            if parent:
+                add(parent)
+            for alias in node.names:
+                add(f"{parent}.{alias.name}" if parent else alias.name)
         elif isinstance(node, ast.Import):
-            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("hashstudy.")}
+            for a in node.names:
+                name = below(a.name)
+                if name:
+                    add(name)
         elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant) \
                 and isinstance(node.args[0].value, str) \
                 and node.args[0].value.startswith("hashstudy."):
-            found.add(node.args[0].value.split(".")[1])
+            add(node.args[0].value[len("hashstudy."):])
     return found
+
+
+def _library_files() -> dict[str, Path]:
+    """``{dotted module name: file}`` of the library: ``"dsth"``, ``"plots"`` (the
+    package's ``__init__``), ``"plots.ddh"``, and ``"__init__"`` for the top package."""
+    lib = Path(__file__).resolve().parent
+    files = {}
+    for path in lib.rglob("*.py"):
+        if "__pycache__" in path.parts:
+            continue
+        parts = list(path.relative_to(lib).with_suffix("").parts)
+        if parts[-1] == "__init__" and len(parts) > 1:
+            parts = parts[:-1]
+        files[".".join(parts)] = path
+    return files
 
 
 def library_modules(nb: Path) -> list[str]:
     """The library modules ``nb`` depends on: those its code names, and everything they
-    import from the library in turn (transitively), always with ``__init__``.
+    import from the library in turn (transitively), always with ``__init__``; modules of a
+    subpackage by dotted name (``plots.ddh``), with the package itself.
 
     Read from the source's syntax tree, so an import inside a function counts too."""
-    lib = Path(__file__).resolve().parent
-    known = {p.stem for p in lib.glob("*.py")}
+    files = _library_files()
     cells = json.loads(nb.read_text()).get("cells", [])
     code = "\n".join("".join(c.get("source", "")) for c in cells if c.get("cell_type") == "code")
-    todo = (_imported_modules(code) & known) | {"__init__"}
+    todo = (_imported_modules(code) & set(files)) | {"__init__"}
     seen: set[str] = set()
     while todo:
         mod = todo.pop()
         seen.add(mod)
-        todo |= (_imported_modules((lib / f"{mod}.py").read_text()) & known) - seen
+        path = files[mod]
+        # the package a module's relative imports start from
+        package = mod if path.name == "__init__.py" and mod != "__init__" else \
+            ("" if mod == "__init__" else mod.rpartition(".")[0])
+        todo |= (_imported_modules(path.read_text(), package) & set(files)) - seen
     return sorted(seen)
 
 
@@ -401,12 +445,12 @@ def _library_digest(nb: Optional[Path] = None) -> str:
     package's data files (CSV, JSON); of every library file when ``nb`` is None."""
     h = hashlib.sha256()
     lib = Path(__file__).resolve().parent
-    modules = None if nb is None else set(library_modules(nb))
+    files = _library_files()
+    wanted = None if nb is None else {files[m] for m in library_modules(nb)}
     for path in sorted(lib.rglob("*")):
         if "__pycache__" in path.parts or path.suffix not in {".py", ".csv", ".json"}:
             continue
-        if modules is not None and path.suffix == ".py" and (
-                path.parent != lib or path.stem not in modules):
+        if wanted is not None and path.suffix == ".py" and path not in wanted:
             continue
         h.update(str(path.relative_to(lib)).encode())
         h.update(path.read_bytes())
