@@ -59,6 +59,8 @@ __all__ = [
     "make_split",
     "get_split",
     "load_pool",
+    "holdout_split",
+    "ddh_holdout",
 ]
 
 
@@ -327,3 +329,83 @@ def load_pool(dataset: str, *, root=None):
     test = data.load(dataset, "test", root=root)
     return (np.concatenate([train.images, test.images]),
             np.concatenate([train.labels, test.labels]), list(train.classes))
+
+
+# ---------------------------------------------------------------------------
+# 04_ddh: model-selection splits inside a protocol's training images
+# (notebook 04_ddh; hashstudy.ddh keeps ``holdout_split`` as an alias)
+
+
+def _save_derived(split: Split) -> Split:
+    """Save a split derived from another one under ``<cache>/splits`` (by its name and seed)."""
+    path = _split_path(split.dataset or "pool", split.name.replace("/", "--"), split.seed)
+    saved = cache.load_if_intact(path)
+    if saved is None or not all(np.array_equal(saved[k], getattr(split, k))
+                                for k in ("query", "database", "train")):
+        cache.save_arrays(path, query=split.query, database=split.database, train=split.train)
+    return split
+
+
+def holdout_split(split: Split, labels, query_per_class: int, seed: int = 0) -> Split:
+    """A model-selection split inside the training images of ``split``.
+
+    Queries are ``query_per_class`` training images per class; the other
+    training images are the database and the training set. The test queries
+    of ``split`` are never touched, so hyper-parameters chosen on this split
+    do not look at them.
+
+    Parameters
+    ----------
+    split : Split
+    labels : array_like of int, shape (N_pool,)
+        Labels of the pool ``split`` indexes.
+    query_per_class : int
+    seed : int
+
+    Returns
+    -------
+    Split
+        Named ``"<split.name>/holdout[query_per_class=q]"``.
+    """
+    labels = np.asarray(labels)
+    if isinstance(query_per_class, (bool, np.bool_)) or \
+            not isinstance(query_per_class, (int, np.integer)) or query_per_class < 1:
+        raise ValueError(f"query_per_class must be a positive integer, got {query_per_class!r}")
+    q = int(query_per_class)
+    rng = np.random.default_rng(seed)
+    train = np.asarray(split.train)
+    picked = []
+    for c in np.unique(labels[train]):
+        members = train[labels[train] == c]
+        if members.size <= q:
+            raise ValueError(f"class {c} has {members.size} training images; cannot hold out {q}")
+        picked.append(rng.choice(members, q, replace=False))
+    query = np.sort(np.concatenate(picked))
+    rest = np.setdiff1d(train, query)
+    return dataclasses.replace(
+        split, name=f"{split.name}/holdout[query_per_class={q}]", seed=int(seed), query=query,
+        database=rest, train=rest,
+        description=f"{q} training images per class as queries against the other training "
+                    f"images (database and training set); model selection only")
+
+
+def ddh_holdout(split: Split, fit_index, holdout_index, *, save: bool = True) -> Split:
+    """The early-stopping split of a fitted DDH model, as a named, saved split.
+
+    ``fit_index`` and ``holdout_index`` are the rows of ``split.train`` that
+    :class:`hashstudy.ddh.DDH` fitted and held out (its ``fit_index_`` and
+    ``holdout_index_``, drawn with its seed): the held-out training images
+    are the queries and the fitted ones the database and training set. The
+    test queries of ``split`` take no part. Named
+    ``"<split.name>/ddh-holdout[<number held out>]"`` and saved under
+    ``<cache>/splits`` (``save=False``: not saved).
+    """
+    train = np.asarray(split.train)
+    fit_index, holdout_index = np.asarray(fit_index), np.asarray(holdout_index)
+    if np.intersect1d(fit_index, holdout_index).size:
+        raise ValueError("a training row is both fitted and held out")
+    out = dataclasses.replace(
+        split, name=f"{split.name}/ddh-holdout[{holdout_index.size}]", query=train[holdout_index],
+        database=train[fit_index], train=train[fit_index],
+        description="the reported DDH's held-out training images as queries against its fitted images")
+    return _save_derived(out) if save else out
