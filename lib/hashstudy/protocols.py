@@ -409,3 +409,83 @@ def ddh_holdout(split: Split, fit_index, holdout_index, *, save: bool = True) ->
         database=train[fit_index], train=train[fit_index],
         description="the reported DDH's held-out training images as queries against its fitted images")
     return _save_derived(out) if save else out
+
+
+# =========================================================================== #
+# Notebook 03 (03_tanh_autoencoder): test-vs-test, random test queries against
+# the whole test split, each query's own image left out of its ranking
+# =========================================================================== #
+# The paper: "use the encoder to create hash codes for the test images ... randomly select an
+# image, generate binary code and search through the codes derived from test set". The database
+# is the whole test split, so it holds every query: the evaluation leaves each query's own image
+# out of its ranking (hashstudy.autoencoder.evaluate_excluding_self). The draw (queries, then an
+# optional training subset) is not one of make_split's, so the protocol is this function, named
+# "test-vs-test" in every Split it returns.
+
+__all__ += ["TEST_VS_TEST", "test_vs_test_split"]
+
+TEST_VS_TEST = ("random test images as queries against the whole test split as database (each "
+                "query's own image removed from its ranking); hash functions trained on the "
+                "training split")
+
+
+def test_vs_test_split(dataset: str, n_query: int, seed: int = 0, *, n_train: Optional[int] = None,
+                       root=None) -> Split:
+    """Notebook 03's protocol (the tanh-autoencoder paper, sec. 5) as a :class:`Split`, saved once.
+
+    Parameters
+    ----------
+    dataset : str
+        A name known to :mod:`hashstudy.data`.
+    n_query : int
+        Random test images used as queries (not stratified).
+    seed : int
+        Seed of the draw (queries first, then the training subset).
+    n_train : int, optional
+        A random subset of the training split to train on (default: all of it).
+
+    Returns
+    -------
+    Split
+        ``query``: sorted test pool indices; ``database``: every test pool
+        index ``n_train_split .. n_train_split + n_test_split - 1``; ``train``:
+        sorted training indices. Its name is ``"test-vs-test"`` plus the sizes,
+        e.g. ``"test-vs-test[n_query=1000,n_train=20000]"``. The draw is saved
+        under ``<cache>/splits`` and reloaded; a saved draw for different labels
+        raises :class:`SplitMismatchError`.
+    """
+    from . import data
+
+    train = data.load(dataset, "train", root=root)
+    test = data.load(dataset, "test", root=root)
+    n_tr, n_te = len(train.labels), len(test.labels)
+    for name, value, high in (("n_query", n_query, n_te), ("n_train", n_train, n_tr)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if value > high:
+            raise ValueError(f"{name}={value} exceeds the {high} images available in {dataset}")
+    h = hashlib.sha256(np.ascontiguousarray(train.labels).tobytes() + b"|"
+                       + np.ascontiguousarray(test.labels).tobytes())
+    digest = np.frombuffer(h.hexdigest()[:16].encode(), dtype=np.uint8)
+    sizes = f"n_query={n_query}" + (f",n_train={n_train}" if n_train is not None else "")
+    name = f"test-vs-test[{sizes}]"
+
+    def draw():
+        rng = np.random.default_rng(seed)
+        query = np.sort(rng.choice(n_te, size=n_query, replace=False)) + n_tr
+        tr = (np.arange(n_tr) if n_train is None
+              else np.sort(rng.choice(n_tr, size=n_train, replace=False)))
+        return {"query": query.astype(np.int64), "train": tr.astype(np.int64), "labels_digest": digest}
+
+    path = config.cache_dir("splits") / f"{data.file_token(dataset)}-test-vs-test_{sizes.replace(',', '_').replace('=', '')}-seed{seed}.npz"
+    saved = cache.cached_arrays(path, draw)
+    if not np.array_equal(saved["labels_digest"], digest):
+        raise SplitMismatchError(
+            f"the saved split {path} was drawn for different {dataset} labels than the data now at "
+            f"{train.source}; delete that file to draw the split anew")
+    return Split(dataset=dataset, protocol="test-vs-test", name=name, seed=int(seed),
+                           query=saved["query"], database=np.arange(n_tr, n_tr + n_te, dtype=np.int64),
+                           train=saved["train"], n_train_split=n_tr, n_test_split=n_te,
+                           description=TEST_VS_TEST)
