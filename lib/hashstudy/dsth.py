@@ -370,7 +370,7 @@ _base_protocol = protocols._test_query_base
 class _Rows:
     """A hasher fed with rows of its own input array, selected by pool index.
 
-    :func:`hashstudy.evaluation.compare` passes ``X[split.train]``; the
+    :func:`hashstudy.evaluation.run` passes ``X[split.train]``; the
     experiments pass pool indices as ``X`` (shape (N, 1)), so each method can
     see its own representation of the same images (full-resolution images
     for the deep methods, pixel vectors for the shallow ones).
