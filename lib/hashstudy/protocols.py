@@ -489,3 +489,73 @@ def test_vs_test_split(dataset: str, n_query: int, seed: int = 0, *, n_train: Op
                            query=saved["query"], database=np.arange(n_tr, n_tr + n_te, dtype=np.int64),
                            train=saved["train"], n_train_split=n_tr, n_test_split=n_te,
                            description=TEST_VS_TEST)
+
+
+# ===========================================================================
+# Notebook 01 (01_dsth_mm2015, DSTH conference version): queries from the test
+# split, the other test images as database, training on random training images.
+# Also used by notebook 05 and hashstudy.dsth_journal (via the alias
+# hashstudy.dsth.test_query_split).
+# ===========================================================================
+
+
+def _test_query_base(query_per_class, n_query) -> tuple[str, dict]:
+    if (query_per_class is None) == (n_query is None):
+        raise ValueError("give exactly one of query_per_class and n_query")
+    if query_per_class is not None:
+        base = {10: "test10pc-train", 100: "test100pc-train"}.get(int(query_per_class))
+        return (base, {}) if base else ("test10pc-train",
+                                         {"query_per_class": int(query_per_class)})
+    return "test1k-train", ({} if int(n_query) == 1000 else {"n_query": int(n_query)})
+
+
+def test_query_split(dataset: str, *, seed: int = 0, query_per_class: Optional[int] = None,
+                     n_query: Optional[int] = None, n_train: Optional[int] = None,
+                     root=None) -> Split:
+    """Queries from the test split, the other test images as database (DSTH sec. 3.1, notebook 01).
+
+    The paper maps "10,000 test images into hash codes" and draws "10 samples
+    respectively and randomly in each category" as queries; the database is
+    therefore the test split less the queries, every item of which is unseen
+    by every method. Training uses ``n_train`` random training images (all
+    when ``None``).
+
+    The query draw is the saved split of the built-in protocol
+    ``test10pc-train`` (``query_per_class``; ``test100pc-train`` for 100) or
+    ``test1k-train`` (``n_query``), and the training draw the saved
+    ``test-train[n_database=n_train]``, both from :func:`hashstudy.get_split`,
+    so they are drawn once and reused.
+
+    Returns
+    -------
+    Split
+        Indices into the dataset's pool (training split, then test split),
+        named e.g. ``test10pc-test[n_train=10000]``.
+    """
+    base, overrides = _test_query_base(query_per_class, n_query)
+    q_split = get_split(dataset, base, seed, root=root, **overrides)
+    n_tr, n_te = q_split.n_train_split, q_split.n_test_split
+    if n_train is not None and int(n_train) < n_tr:
+        train = get_split(dataset, "test-train", seed, root=root,
+                                    n_database=int(n_train)).train
+        overrides = {**overrides, "n_train": int(n_train)}
+    else:
+        train = np.arange(n_tr, dtype=np.int64)
+    database = np.setdiff1d(np.arange(n_tr, n_tr + n_te), q_split.query)
+    if database.size == 0:
+        raise ValueError("every test image is a query; lower query_per_class / n_query")
+    name = base.replace("-train", "-test")
+    if overrides:
+        name += "[" + ",".join(f"{k}={v}" for k, v in overrides.items()) + "]"
+    who = (f"{query_per_class} random test images per class" if query_per_class is not None
+           else f"{n_query} random test images")
+    description = (f"{who} as queries, the other test images as database; training on "
+                   f"{train.size} random training images")
+    return dataclasses.replace(q_split, protocol=name, name=name, database=database,
+                               train=train.astype(np.int64), description=description)
+
+
+__all__.append("test_query_split")
+# ===========================================================================
+# end of notebook 01's block
+# ===========================================================================
