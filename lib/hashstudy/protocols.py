@@ -331,9 +331,10 @@ def load_pool(dataset: str, *, root=None):
             np.concatenate([train.labels, test.labels]), list(train.classes))
 
 
-# ---------------------------------------------------------------------------
-# 04_ddh: model-selection splits inside a protocol's training images
-# (notebook 04_ddh; hashstudy.ddh keeps ``holdout_split`` as an alias)
+# --------------------------------------------------------------------------- #
+# Notebook 04 (04_ddh): model-selection splits inside a protocol's training
+# images (hashstudy.ddh keeps ``holdout_split`` as an alias)
+# --------------------------------------------------------------------------- #
 
 
 def _save_derived(split: Split) -> Split:
@@ -411,10 +412,10 @@ def ddh_holdout(split: Split, fit_index, holdout_index, *, save: bool = True) ->
     return _save_derived(out) if save else out
 
 
-# =========================================================================== #
+# --------------------------------------------------------------------------- #
 # Notebook 03 (03_tanh_autoencoder): test-vs-test, random test queries against
 # the whole test split, each query's own image left out of its ranking
-# =========================================================================== #
+# --------------------------------------------------------------------------- #
 # The paper: "use the encoder to create hash codes for the test images ... randomly select an
 # image, generate binary code and search through the codes derived from test set". The database
 # is the whole test split, so it holds every query: the evaluation leaves each query's own image
@@ -491,12 +492,11 @@ def test_vs_test_split(dataset: str, n_query: int, seed: int = 0, *, n_train: Op
                            description=TEST_VS_TEST)
 
 
-# ===========================================================================
-# Notebook 01 (01_dsth_mm2015, DSTH conference version): queries from the test
-# split, the other test images as database, training on random training images.
-# Also used by notebook 05 and hashstudy.dsth_journal (via the alias
-# hashstudy.dsth.test_query_split).
-# ===========================================================================
+# --------------------------------------------------------------------------- #
+# Notebooks 01 and 05 (DSTH, both versions): queries from the test split, the
+# other test images as database, training on random training images
+# (hashstudy.dsth keeps ``test_query_split`` as an alias)
+# --------------------------------------------------------------------------- #
 
 
 def _test_query_base(query_per_class, n_query) -> tuple[str, dict]:
@@ -556,6 +556,3 @@ def test_query_split(dataset: str, *, seed: int = 0, query_per_class: Optional[i
 
 
 __all__.append("test_query_split")
-# ===========================================================================
-# end of notebook 01's block
-# ===========================================================================
