@@ -149,8 +149,8 @@ def test_figures(study):
     assert [ax.get_title() for ax in fig.axes] == ["mnist / pixels, 8 bits", "mnist / pixels, 32 bits"]
     assert len(fig.axes[0].get_lines()[0].get_xdata()) == 20
     plt.close(fig)
-    bs.report_map_figures(report, results, methods=METHODS, bits=[8, 32])
-    bs.report_curve_figures(report, results, settings, methods=METHODS, bits=[8, 32], max_k=20)
+    figures.report_map_figures(report, results, methods=METHODS, bits=[8, 32])
+    figures.report_curve_figures(report, results, settings, methods=METHODS, bits=[8, 32], max_k=20)
     for d, f in settings:
         for name in ("map_vs_bits", "pr", "precision_at_k"):
             assert (report.dir / f"{d}_{f}_{name}.png").exists()

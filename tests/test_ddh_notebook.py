@@ -155,11 +155,12 @@ def test_run_retrieval_gains_and_validation_fill_the_report():
     assert report.metrics["blobs/ddh_itq_init/16/gain_over_start"] == pytest.approx(
         gains["ddh_itq_init gain"].iloc[1])
 
-    curves = ddh.report_validation(report, result, Xp, labels, split, validation_bits=16, seed=0,
-                                   dataset="blobs")
+    curves, itq = ddh.report_validation(report, result, Xp, labels, split, validation_bits=16,
+                                        seed=0, dataset="blobs")
     assert set(curves.bits) == {8, 16} and curves.groupby("bits").kept.sum().eq(1).all()
-    assert "blobs/validation/itq/16/map@1000" in report.metrics
-    assert (report.dir / "validation_curve.png").exists()
+    assert report.metrics["blobs/validation/itq/16/map@1000"] == itq
+    fig = ddh_plots.validation_curve(curves, itq, 16)
+    assert any(ln.get_linestyle() == "--" for ln in fig.axes[0].get_lines())  # ITQ's level
 
     fig = ddh_plots.pr_curves(result, labels, split, [8, 16], dataset="blobs")
     assert len(fig.axes[0].lines) == len(order)

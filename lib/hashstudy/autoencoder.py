@@ -1685,18 +1685,5 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
-_MOVED_TO_PLOTS = ("plot_binarisation", "plot_schedule_selection", "plot_activation_histograms",
-                   "plot_scaled_tanh", "plot_retrieval", "plot_reconstructions")
-
-
-def __getattr__(name: str):
-    """The figures moved to :mod:`hashstudy.plots.autoencoder`; their old names here still work."""
-    if name in _MOVED_TO_PLOTS:
-        from .plots import autoencoder as figures
-
-        return getattr(figures, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 if __name__ == "__main__":
     raise SystemExit(_main())

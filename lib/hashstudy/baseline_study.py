@@ -15,8 +15,6 @@ per step and the results:
   metrics ``<dataset>/<features>/<method>/<bits>/<metric>`` recorded;
 * :func:`method_table`, :func:`report_tables`: the method x bits tables of
   every metric (CSV) and what the notebook shows of them;
-* :func:`report_map_figures`, :func:`report_curve_figures`: the figures of
-  :mod:`hashstudy.plots.baselines`, one per setting, saved and shown;
 * :func:`itq_check`, :func:`band_text`: ITQ against LSH and PCAH over several
   hasher seeds, and ITQ's MNIST mAP against the published band;
 * :func:`paper_comparison`, :func:`paper_text`: our numbers beside the shallow
@@ -44,8 +42,6 @@ __all__ = [
     "run_settings",
     "method_table",
     "report_tables",
-    "report_map_figures",
-    "report_curve_figures",
     "itq_check",
     "band_text",
     "paper_comparison",
@@ -242,35 +238,6 @@ def report_tables(report, results: Mapping[tuple, object], settings: Mapping[tup
         shown += [Markdown(f"**{d} / {f}** — {settings[(d, f)].split}"),
                   frame.style.format("{:.3f}").highlight_max(axis=0, props="font-weight: bold")]
     return shown
-
-
-def report_map_figures(report, results: Mapping[tuple, object], *, methods: Sequence[str],
-                       bits: Sequence[int]) -> None:
-    """mAP@1000, mAP over the whole ranking and HD2P against code length, one figure per setting
-    (:func:`hashstudy.plots.baselines.map_vs_bits`, the DDH paper's numbers marked), saved as
-    ``<dataset>_<features>_map_vs_bits``."""
-    from .plots import baselines as figures
-
-    marks = figures.paper_marks()
-    for (d, f), result in results.items():
-        fig = figures.map_vs_bits(result.table, dataset=d, features=f, methods=methods, bits=bits, paper=marks)
-        report.figure(f"{d}_{f}_map_vs_bits", fig)
-
-
-def report_curve_figures(report, results: Mapping[tuple, object], settings: Mapping[tuple, Setting], *,
-                         methods: Sequence[str], bits: Sequence[int], max_k: int) -> None:
-    """The Hamming-radius PR curves and the precision@k curves (k up to ``max_k``) of every setting,
-    one panel per code length (:func:`hashstudy.plots.baselines.curves_by_bits`), saved as
-    ``<dataset>_<features>_pr`` and ``<dataset>_<features>_precision_at_k``."""
-    from .plots import baselines as figures
-
-    for (d, f), result in results.items():
-        s = settings[(d, f)]
-        ql, dl = s.labels[s.split.query], s.labels[s.split.database]
-        for kind, name in (("pr", "pr"), ("precision@k", "precision_at_k")):
-            fig = figures.curves_by_bits(result.codes, ql, dl, dataset=d, features=f, methods=methods,
-                                         bits=bits, kind=kind, max_k=max_k)
-            report.figure(f"{d}_{f}_{name}", fig)
 
 
 def itq_check(report, settings: Mapping[tuple, Setting], results: Mapping[tuple, object], *,

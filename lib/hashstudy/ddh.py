@@ -1583,20 +1583,21 @@ def report_validation(report, result, X, labels, split, *, validation_bits: int,
                       dataset: str):
     """The reported DDH's held-out curves and, at ``validation_bits``, ITQ on the same images.
 
-    Writes the table and figure ``validation_curve`` and the keys
+    Writes the table ``validation_curve`` and the keys
     ``<dataset>/validation/{ddh,ddh_epoch0,itq}/<validation_bits>/map@1000``
     (the kept epoch, the start, and ITQ fitted on the model's fitted images
     and scored on its held-out ones: :func:`hashstudy.protocols.ddh_holdout`);
-    without held-out images, a skip note. Returns the curves (a DataFrame).
+    without held-out images, a skip note. Returns ``(curves, itq)``: the curves (a DataFrame,
+    for :func:`hashstudy.plots.ddh.validation_curve`) and ITQ's held-out mAP@1000 (None
+    without a model at ``validation_bits``); ``(None, None)`` without held-out images.
     """
     from . import evaluation
-    from .plots import ddh as ddh_plots
 
     curves = validation_curves(result)
     if curves.empty or not curves["map@1000"].notna().any():
         report.skip("validation", "no held-out training images (holdout = 0): no early stopping and "
                     "no held-out curve")
-        return curves
+        return None, None
     report.table("validation_curve", curves)
     itq_val = None
     main = result.fitted.get(("ddh", validation_bits))
@@ -1610,8 +1611,7 @@ def report_validation(report, result, X, labels, split, *, validation_bits: int,
         report.add(f"{dataset}/validation/ddh/{validation_bits}/map@1000", kept["map@1000"])
         report.add(f"{dataset}/validation/ddh_epoch0/{validation_bits}/map@1000", start["map@1000"])
         report.add(f"{dataset}/validation/itq/{validation_bits}/map@1000", itq_val)
-    report.figure("validation_curve", ddh_plots.validation_curve(curves, itq_val, validation_bits))
-    return curves
+    return curves, itq_val
 
 
 def run_classification(report, dataset: str, bits: Sequence[int], ddh_params: Mapping, *,

@@ -109,7 +109,7 @@ __all__ = [
     "Setting", "load_setting", "PoolRows", "dsth_factories", "label_copy_factory",
     "baseline_factories",
     "cnnh_factory", "evaluate_methods", "component_analysis", "label_quality",
-    "classification_accuracy", "wide_table", "radar",
+    "classification_accuracy", "wide_table",
     "toy_label_stage", "toy_slice_groups",
     "NOTEBOOK", "PROFILE_SIZES", "BACKBONE_NAMES", "Plan", "plan", "load_for_report", "table_ii",
     "hash_label_tables", "table_iii", "without_labels", "pixel_baselines", "with_labels",
@@ -1516,13 +1516,6 @@ def wide_table(values: Mapping[str, float], rows: Mapping, columns: Sequence[str
              else pd.Index(labels))
     body = [[values.get(f"{rows[r]}/{c}", np.nan) for c in columns] for r in labels]
     return pd.DataFrame(body, index=index, columns=list(columns), dtype=float)
-
-
-def radar(frame, **kwargs):
-    """Fig. 3(b)'s radar chart; moved to :func:`hashstudy.plots.dsth_journal.radar` (same arguments)."""
-    from .plots import dsth_journal as figures
-
-    return figures.radar(frame, **kwargs)
 
 
 # ---------------------------------------------------------------------------

@@ -87,8 +87,6 @@ __all__ = [
     "precision_at_k_from_ranking",
     "LatentResult",
     "experiment",
-    "retrieval_figure",
-    "activation_figure",
     "PROFILE_SIZES",
     "notebook_metrics",
     "prepare_parts",
@@ -1098,25 +1096,6 @@ def experiment(hasher: LatentHasher, X, labels, split, *, pool_radius: int = 2,
         query_index=split.query, database_index=split.database, query_codes=qc,
         database_codes=dc, coarse_top=coarse_top, fine=fine, activation_counts=counts,
         activation_edges=edges, seconds=time.time() - t0)
-
-
-# --------------------------------------------------------------------------- #
-# Figures: in hashstudy.plots.latent; the old names stay importable from here
-# --------------------------------------------------------------------------- #
-
-
-def retrieval_figure(*args, **kwargs):
-    """:func:`hashstudy.plots.latent.retrieval_figure` (the figure moved there)."""
-    from .plots import latent as latent_plots
-
-    return latent_plots.retrieval_figure(*args, **kwargs)
-
-
-def activation_figure(*args, **kwargs):
-    """:func:`hashstudy.plots.latent.activation_figure` (the figure moved there)."""
-    from .plots import latent as latent_plots
-
-    return latent_plots.activation_figure(*args, **kwargs)
 
 
 # --------------------------------------------------------------------------- #

@@ -5,17 +5,20 @@ code length, with the DDH paper's printed baselines marked
 (:func:`paper_marks`); :func:`curves_by_bits`: the Hamming-radius PR curves
 or the precision@k curves, one panel per code length. The supervised methods
 (:data:`hashstudy.baselines.SUPERVISED`) are dashed and labelled
-``"<method> (supervised)"``. Every function returns a matplotlib ``Figure``.
+``"<method> (supervised)"``. Every function returns a matplotlib ``Figure``,
+except :func:`report_map_figures` and :func:`report_curve_figures`, which draw
+those figures for every setting of a run and save them in its report.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import matplotlib.pyplot as plt
 
 from .. import baselines, evaluation, plots
 
-__all__ = ["PAPER_LABELS", "PAPER_MARKERS", "paper_marks", "map_vs_bits", "curves_by_bits"]
+__all__ = ["PAPER_LABELS", "PAPER_MARKERS", "paper_marks", "map_vs_bits", "curves_by_bits",
+           "report_map_figures", "report_curve_figures"]
 
 PAPER_LABELS = {"Table 2": "paper (DDH Table 2, hand-crafted features)",
                 "Table 4": "paper (DDH Table 4, CNN-F fc7 features)"}
@@ -94,3 +97,28 @@ def curves_by_bits(codes, q_labels, db_labels, *, dataset: str, features: str, m
     fig.tight_layout()
     plots.figure_legend(fig, ncol=min(len(methods), 9))
     return fig
+
+
+def report_map_figures(report, results: Mapping[tuple, object], *, methods: Sequence[str],
+                       bits: Sequence[int]) -> None:
+    """mAP@1000, mAP over the whole ranking and HD2P against code length, one figure per setting
+    (:func:`map_vs_bits`, the DDH paper's numbers marked), saved as
+    ``<dataset>_<features>_map_vs_bits``."""
+    marks = paper_marks()
+    for (d, f), result in results.items():
+        fig = map_vs_bits(result.table, dataset=d, features=f, methods=methods, bits=bits, paper=marks)
+        report.figure(f"{d}_{f}_map_vs_bits", fig)
+
+
+def report_curve_figures(report, results: Mapping[tuple, object], settings: Mapping[tuple, object], *,
+                         methods: Sequence[str], bits: Sequence[int], max_k: int) -> None:
+    """The Hamming-radius PR curves and the precision@k curves (k up to ``max_k``) of every setting,
+    one panel per code length (:func:`curves_by_bits`), saved as
+    ``<dataset>_<features>_pr`` and ``<dataset>_<features>_precision_at_k``."""
+    for (d, f), result in results.items():
+        s = settings[(d, f)]
+        ql, dl = s.labels[s.split.query], s.labels[s.split.database]
+        for kind, name in (("pr", "pr"), ("precision@k", "precision_at_k")):
+            fig = curves_by_bits(result.codes, ql, dl, dataset=d, features=f, methods=methods,
+                                         bits=bits, kind=kind, max_k=max_k)
+            report.figure(f"{d}_{f}_{name}", fig)
