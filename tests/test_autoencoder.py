@@ -484,21 +484,27 @@ def test_topk_excluding_self():
 
 
 def test_test_vs_test_split(isolated_dirs):
+    from hashstudy import protocols
+
+    assert ae.test_vs_test_split is protocols.test_vs_test_split  # the old name still works
     synthetic.write_mnist_idx(isolated_dirs / "data", 60, 40, seed=0)
-    split = ae.test_vs_test_split("mnist", 10, seed=2, n_train=30)
+    split = protocols.test_vs_test_split("mnist", 10, seed=2, n_train=30)
     assert split.n_train_split == 60 and split.n_test_split == 40
     assert np.array_equal(split.database, np.arange(60, 100))
     assert split.query.size == 10 and np.all((split.query >= 60) & (split.query < 100))
     assert split.train.size == 30 and np.all(split.train < 60)
-    assert split.name == "test-vs-test[n_query=10,n_train=30]"
+    assert split.name == "test-vs-test[n_query=10,n_train=30]" and split.protocol == "test-vs-test"
+    assert split.description == protocols.TEST_VS_TEST
     selves = ae.self_positions(split)
     assert np.array_equal(split.database[selves], split.query)
-    again = ae.test_vs_test_split("mnist", 10, seed=2, n_train=30)  # loaded from the cache
+    saved = list((isolated_dirs / "cache" / "splits").glob("*test-vs-test*.npz"))
+    assert len(saved) == 1  # drawn once, saved
+    again = protocols.test_vs_test_split("mnist", 10, seed=2, n_train=30)  # loaded from the cache
     assert np.array_equal(again.query, split.query) and np.array_equal(again.train, split.train)
-    other = ae.test_vs_test_split("mnist", 10, seed=3, n_train=30)
+    other = protocols.test_vs_test_split("mnist", 10, seed=3, n_train=30)
     assert not np.array_equal(other.query, split.query)
     with pytest.raises(ValueError, match="exceeds"):
-        ae.test_vs_test_split("mnist", 41)
+        protocols.test_vs_test_split("mnist", 41)
 
 
 def test_compare_reports_every_method_on_the_same_queries(isolated_dirs):
@@ -507,13 +513,19 @@ def test_compare_reports_every_method_on_the_same_queries(isolated_dirs):
     labels = np.concatenate([written["train"]["labels"], written["test"]["labels"]])
     split = ae.test_vs_test_split("mnist", 12, seed=0)
     sched = ae.BSchedule("geometric", 1.0, 50.0, anneal_epochs=2, finetune_epochs=1)
-    table, codes, hashers = ae.compare(
+    result = ae.compare(
         images, labels, split, [4], methods=("lsh", "itq"), progress=False,
         autoencoder=dict(hidden=16, schedule=sched, batch_size=40))
+    table, codes = result  # an evaluation.Result, as evaluation.run returns
     assert set(table["method"]) == {"tanh_ae", "lsh", "itq"}
     assert set(table["metric"]) == {"precision@90", "map_all", "binary_fraction", "fit_seconds"}
     assert codes[("tanh_ae", 4)].query.shape == (12, 4) and codes[("lsh", 4)].database.shape == (40, 4)
-    assert 4 in hashers
+    assert set(result.fitted) == {("tanh_ae", 4), ("lsh", 4), ("itq", 4)}
+    hashers = ae.autoencoders(result)
+    assert list(hashers) == [4] and isinstance(hashers[4], ae.TanhAEHasher)
+    assert np.array_equal(hashers[4].encode(images[split.query]), codes[("tanh_ae", 4)].query)
+    assert result.metrics("mnist")["mnist/tanh_ae/4/binary_fraction"] == pytest.approx(
+        ae.binary_fraction(hashers[4].activations(images[split.database])))
     lsh = table[(table.method == "lsh") & (table.metric == "precision@90")].value.item()
     c = codes[("lsh", 4)]
     want = ae.evaluate_excluding_self(c.query, c.database, labels[split.query], labels[split.database],
@@ -537,3 +549,183 @@ def test_profile_sizes_and_candidate_schedule():
             ae.candidate_schedule(100.0, 1, stages=7, finetune_stages=1, hidden_b_ratio=bad)
     with pytest.raises(ValueError, match="b_end .* must be a number"):
         ae.candidate_schedule(0.5, 1, stages=7, finetune_stages=1)
+
+
+# --------------------------------------------------------------------------- #
+# notebook 03's report helpers
+# --------------------------------------------------------------------------- #
+
+
+def _held_out(bf, prec, mse=0.04):
+    """A run's history_ whose last epoch measured the held-out images."""
+    log = {"epoch": 1, "b": 1000.0, "val_binary_fraction": bf, "val_mse_binary": mse,
+           "val_mse_continuous": 0.03, "val_precision@90": prec}
+    return {"logs": [log], "schedule": {"anneal_epochs": 1}}
+
+
+def _selection_runs(low_bf=0.4):
+    """b_end 100 retrieves better but one run ends continuous; b_end 1000 ends binary everywhere."""
+    runs = {(1000.0, 1, b, s): _held_out(0.998, 0.50) for b, s in DESIGN}
+    runs.update({(100.0, 1, b, s): _held_out(0.999, 0.60) for b, s in DESIGN})
+    runs[(100.0, 1, 8, 0)] = _held_out(low_bf, 0.62)
+    return runs
+
+
+def test_report_selection_writes_the_rules_choice(isolated_dirs):
+    from hashstudy.reporting import Report
+
+    report = Report("03_tanh_autoencoder", "smoke")
+    sel = ae.report_selection(report, _selection_runs(), DESIGN, key="mnist", b_end=1000.0, pace=1)
+    assert sel.chosen["b_end"] == 1000.0 and len(sel.final) == 6 and len(sel.candidates) == 2
+    m = report.metrics
+    assert m["mnist/validation/schedule/b_end"] == 1000.0 and m["mnist/validation/schedule/pace"] == 1
+    assert m["mnist/validation/schedule/precision@90"] == pytest.approx(0.50)
+    assert m["mnist/validation/b_end_1000_pace_1/qualifies"] == 1.0
+    assert m["mnist/validation/b_end_100_pace_1/qualifies"] == 0.0
+    assert m["mnist/validation/b_end_100_pace_1/min_binary_fraction"] == pytest.approx(0.4)
+    assert "(3 runs per schedule: 8 bits seed 0, 16 bits seed 0, 16 bits seed 1) chooses b_end = 1000" in sel.text
+    assert sel.text.endswith("This run's parameters are the rule's choice.")
+    for name in ("schedule_selection_runs", "schedule_ladder", "schedule_selection"):
+        assert (report.dir / f"mnist_{name}.csv").exists()
+    # another run's schedule is named; a rule that finds nothing writes no choice
+    other = ae.report_selection(Report("03_tanh_autoencoder", "smoke", run="x"), _selection_runs(), DESIGN,
+                                key="mnist", b_end=100.0, pace=1)
+    assert other.text.endswith("This run uses b_end = 100 and stage_epochs = 1 instead.")
+    runs = {k: _held_out(0.5, 0.6) for k in _selection_runs()}
+    report = Report("03_tanh_autoencoder", "smoke", run="none")
+    none = ae.report_selection(report, runs, DESIGN, key="mnist", b_end=1000.0, pace=1)
+    assert none.chosen is None and none.text.startswith("**The rule on held-out training images** chooses nothing")
+    assert not any("/schedule/" in k for k in report.metrics)
+    assert report.metrics["mnist/validation/b_end_1000_pace_1/qualifies"] == 0.0
+    empty = ae.report_selection(report, {}, DESIGN, key="mnist", b_end=1000.0, pace=1)
+    assert empty.final is None and empty.chosen is None and "No selection runs" in empty.text
+
+
+def _result(p90_ae=(0.6, 0.7), p90_lsh=(0.3, 0.4), bf=(0.995, 0.999), bits=(8, 16)):
+    import pandas as pd
+
+    from hashstudy import evaluation
+
+    rows = []
+    for m, p90 in (("tanh_ae", p90_ae), ("lsh", p90_lsh), ("itq", (0.65, 0.75))):
+        for i, b in enumerate(bits):
+            rows += [{"method": m, "bits": b, "metric": "precision@90", "value": p90[i]},
+                     {"method": m, "bits": b, "metric": "map_all", "value": p90[i] / 2}]
+            if m == "tanh_ae":
+                rows.append({"method": m, "bits": b, "metric": "binary_fraction", "value": bf[i]})
+            rows.append({"method": m, "bits": b, "metric": "fit_seconds", "value": 1.5})
+    return evaluation.Result(pd.DataFrame(rows, columns=["method", "bits", "metric", "value"]))
+
+
+def test_report_comparison_claims_and_texts(isolated_dirs):
+    from hashstudy import protocols
+    from hashstudy.reporting import Report
+
+    report = Report("03_tanh_autoencoder", "smoke")
+    wide = ae.report_comparison(report, _result(), "mnist")
+    assert report.metrics["mnist/lsh/16/precision@90"] == 0.4
+    assert "mnist/tanh_ae/8/binary_fraction" in report.metrics
+    assert not any("fit_seconds" in k for k in report.metrics)
+    assert wide.loc[("precision@90", "tanh_ae"), 16] == 0.7 and list(wide.columns) == [8, 16]
+    assert (report.dir / "mnist_precision_vs_bits.csv").exists()
+    ae.report_claims(report, _result(), "mnist")
+    assert report.metrics["mnist/tanh_ae/all_bits/above_lsh_precision@90"] == 1.0
+    assert report.metrics["mnist/tanh_ae/all_bits/min_binary_fraction"] == pytest.approx(0.995)
+    ae.report_claims(report, _result(p90_lsh=(0.3, 0.7)), "mnist")  # equal at 16 bits is not above
+    assert report.metrics["mnist/tanh_ae/all_bits/above_lsh_precision@90"] == 0.0
+    table = ae.paper_vs_ours(report.metrics, "mnist")
+    above = table.set_index("key").loc["mnist/tanh_ae/all_bits/above_lsh_precision@90"]
+    assert above.ours == 0.0 and "each query excluded" in above.note
+    assert all("Not measured" in n for n in ae.paper_vs_ours(report.metrics, "kmnist").note)
+
+    split = protocols.Split(dataset="mnist", protocol="test-vs-test", name="tvt", seed=0, query=np.arange(2),
+                            database=np.arange(4), train=np.arange(2))
+    sched = ae.BSchedule("geometric", 1.0, 1000.0, anneal_epochs=3, finetune_epochs=1)
+    text = ae.summary_text({"MNIST": (split, _result())}, seed=3, schedule=sched, b_end=1000.0, pace=1,
+                           chosen={"b_end": 1000.0, "pace": 1})
+    assert text.splitlines()[0] == ("- MNIST (tvt, seed 3): precision@90 of the autoencoder / LSH / ITQ: "
+                                    "8 bits 0.600 / 0.300 / 0.650; 16 bits 0.700 / 0.400 / 0.750.")
+    assert text.splitlines()[1].endswith("the rule on held-out training images: b_end 1e+03, pace 1.")
+    sel = ae.Selection(text="The rule chose.")
+    assert ae.schedule_text(sched, b_end=1000.0, pace=1, selection=sel).startswith(
+        f"**Schedule.** b climbs to 1000 at 1 epoch(s) per rung ({sched.epochs} epochs); the paper's reading "
+        "is b to 1000 at one epoch per rung (the same). The rule chose.")
+    assert "(the same)" not in ae.schedule_text(sched, b_end=100.0, pace=1, selection=sel)
+
+
+def test_report_validation_end(isolated_dirs):
+    from types import SimpleNamespace
+
+    from hashstudy.reporting import Report
+
+    report = Report("03_tanh_autoencoder", "smoke")
+    hashers = {8: SimpleNamespace(history_=_held_out(0.99, 0.5, 0.02)),
+               16: SimpleNamespace(history_=_held_out(1.0, 0.6, 0.01))}
+    end = ae.report_validation_end(report, hashers, key="mnist", b_end=1000.0, pace=1, seed=0)
+    assert list(end.bits) == [8, 16]
+    assert report.metrics["mnist/validation/tanh_ae/16/precision@90"] == 0.6
+    assert report.metrics["mnist/validation/tanh_ae/8/mse_binary"] == 0.02
+    assert (report.dir / "mnist_schedule_validation_end.csv").exists()
+
+
+def test_check_parameters_and_rgb_skip_reason(isolated_dirs):
+    kw = dict(headline_bits=16, b_schedule="geometric", conv_activation="relu", dataset="mnist",
+              rgb_dataset="cifar10", b_start=1.0, select_b_ends=[100, 1000.0], select_paces=[1])
+    assert ae.check_parameters([8, 16], **kw) == ([8, 16], [100.0, 1000.0], [1])
+    with pytest.raises(ValueError, match="headline_bits"):
+        ae.check_parameters([8, 32], **kw)
+    with pytest.raises(ValueError, match="would share the metric keys"):
+        ae.check_parameters([16], **{**kw, "dataset": "folder:a/x", "rgb_dataset": "folder:b/x"})
+    with pytest.raises(ValueError, match="b_end"):
+        ae.check_parameters([16], **{**kw, "select_b_ends": [0.5]})
+    assert ae.rgb_skip_reason(False, "cifar10") == "switched off (cifar=False)"
+    assert ae.rgb_skip_reason(True, "") == "switched off (rgb_dataset empty)"
+    assert ae.rgb_skip_reason(True, "cifar10").startswith("CIFAR-10 not found under")
+    assert ae.rgb_skip_reason(True, "folder:mine") is None  # a folder named by the user is loaded
+
+
+def test_figures_moved_to_plots_and_the_new_ones():
+    import matplotlib.pyplot as plt
+
+    from hashstudy.plots import autoencoder as figures
+
+    for name in ("plot_binarisation", "plot_schedule_selection", "plot_activation_histograms",
+                 "plot_scaled_tanh", "plot_retrieval", "plot_reconstructions"):
+        assert getattr(ae, name) is getattr(figures, name)  # the old names still work
+    with pytest.raises(AttributeError):
+        ae.plot_nothing
+    fig = figures.plot_precision_vs_bits(_result(bits=(8, 32)), title="t")
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and [t.get_text() for t in ax.get_xticklabels()] == ["8", "32"]
+    ys = {ln.get_label(): list(ln.get_ydata()) for ln in ax.get_lines()}
+    assert ys["tanh_ae"] == [0.6, 0.7] and ys["lsh"] == [0.3, 0.4]
+    plt.close(fig)
+
+    class Fake:
+        n_bits = 4
+
+        def reconstruct(self, x, binarise=True):
+            return x if binarise else 255 - x
+
+    images = np.zeros((3, 6, 6, 1), dtype=np.uint8)
+    fig = figures.plot_hasher_reconstructions(Fake(), images)
+    labels = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()]
+    assert labels == ["input", "continuous code", "4-bit code"] and len(fig.axes) == 9
+    plt.close(fig)
+    fig = figures.plot_hasher_reconstructions(Fake(), images, continuous=False)
+    assert [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()] == ["input", "4-bit code"]
+    plt.close(fig)
+
+    def history(fraction):
+        return {"logs": [{"epoch": e, "b": 10.0 ** e, "binary_fraction": fraction, "mse_binary": 0.1,
+                          "mse_continuous": 0.05} for e in (1, 2)]}
+
+    from types import SimpleNamespace
+
+    hashers = {8: SimpleNamespace(history_=history(0.9)), 16: SimpleNamespace(history_=history(0.99))}
+    for key, n_marks in (("mnist", 1), ("cifar10", 0)):  # the paper states a share for MNIST, 16 bits
+        fig = figures.plot_hashers_binarisation(hashers, key)
+        marks = [ln for ln in fig.axes[1].get_lines() if getattr(ln, "_hashstudy_paper", None)]
+        assert len(marks) == n_marks
+        plt.close(fig)
+

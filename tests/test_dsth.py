@@ -308,3 +308,158 @@ def test_leads_on_the_hamming_radius_curve(isolated_dirs):
         exp.leads("mnist", curve="roc")
     with pytest.raises(ValueError, match="'cnnh' was not run"):
         exp.leads("mnist")  # the default rival, CNNH, is not in this experiment
+
+
+# ---------------------------------------------------------------------------
+# notebook 01's report helpers, on an experiment built from hand-made codes
+
+
+class _Report:
+    """The parts of hashstudy.reporting.Report the helpers use, recorded."""
+
+    def __init__(self):
+        self.metrics, self.tables, self.texts, self.protocols, self.sources = {}, {}, {}, [], {}
+
+    def add(self, key, value):
+        self.metrics[key] = float(value)
+
+    def add_many(self, prefix, values):
+        for name, value in values.items():
+            self.add(f"{prefix}/{name}", value)
+
+    def table(self, name, frame, index=False):
+        self.tables[name] = frame
+
+    def text(self, name, content):
+        self.texts[name] = content
+
+    def protocol(self, split, prefix=None):
+        self.protocols.append(prefix)
+
+    def source(self, name, description):
+        self.sources[name] = description
+
+
+def _hand_made_experiment(n_bits=64):
+    """Two protocols; dsth's codes are its classes (perfect), the others' random."""
+    from types import SimpleNamespace
+
+    from hashstudy import evaluation
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(48) % 4
+    class_codes = rng.integers(0, 2, (4, n_bits), dtype=np.uint8)
+    split = SimpleNamespace(query=np.arange(8), database=np.arange(8, 48), train=np.arange(8, 48),
+                            description="hand-made")
+    rows, codes = [], {}
+    for prefix in ("mnist", "mnist_q1k"):
+        codes[prefix] = {}
+        for m in ("dsth", "dsth_paper", "cnnh", "sh", "itq"):
+            c = class_codes[labels] if m == "dsth" else rng.integers(0, 2, (48, n_bits),
+                                                                      dtype=np.uint8)
+            q, d = c[split.query], c[split.database]
+            codes[prefix][(m, n_bits)] = evaluation.Codes(m, n_bits, q, d)
+            for key, value in metrics.evaluate(q, d, labels[split.query], labels[split.database],
+                                               list(dsth.METRIC_KEYS)).items():
+                rows.append({"prefix": prefix, "method": m, "bits": n_bits, "metric": key,
+                             "value": value})
+    return dsth.Experiment("mnist", n_bits, {"mnist": split, "mnist_q1k": split},
+                           pd.DataFrame(rows), codes, labels, np.zeros((48, 2, 2, 1), np.uint8),
+                           sources={"mnist": "hand-made"})
+
+
+def test_report_leads_records_both_readings_on_both_curves():
+    exp, report = _hand_made_experiment(), _Report()
+    frame = dsth.report_leads(report, exp, baselines=["sh", "itq"], table="leads")
+    assert list(frame.columns) == [f"{p}/{m}/{c}" for p in ("mnist", "mnist_q1k")
+                                   for m in ("dsth", "dsth_paper") for c in dsth.CURVES]
+    assert report.tables["leads"] is frame
+    for p in exp.splits:
+        for m in ("dsth", "dsth_paper"):
+            for curve, pre in (("ranking", ""), ("radius", "radius_")):
+                expected = exp.leads(p, m, baselines=["sh", "itq"], curve=curve)
+                assert {k: report.metrics[f"{p}/{m}/64/{k}"] for k in expected} == expected
+                assert frame[f"{p}/{m}/{curve}"].to_dict() == {k.removeprefix("radius_"): v
+                                                               for k, v in expected.items()}
+    # the perfect codes stay ahead of every rival over the whole curve
+    assert report.metrics["mnist/dsth/64/above_baselines_until_recall"] == 1.0
+    assert report.metrics["mnist/dsth/64/radius_above_cnnh_until_recall"] == 1.0
+
+
+def test_report_experiment_and_recall_tables_record_every_protocol():
+    exp, report = _hand_made_experiment(), _Report()
+    dsth.report_experiment(report, exp, verbose=False)
+    assert report.protocols == ["mnist/", "mnist_q1k/"] and report.sources == {"mnist": "hand-made"}
+    assert report.metrics == pytest.approx(exp.metrics())
+    rows = ["dsth", "dsth_paper", "cnnh", "sh", "itq"]
+    both = dsth.report_recall_tables(report, exp, rows[::-1])
+    assert set(report.tables) == {f"{p}_{kind}precision_at_recall" for p in exp.splits
+                                  for kind in ("", "radius_")}
+    assert list(report.tables["mnist_precision_at_recall"].index) == rows[::-1]
+    assert both.loc[("mnist", "ranking", "dsth"), "map_all"] == pytest.approx(1.0)
+    radius = report.tables["mnist_q1k_radius_precision_at_recall"]
+    got = both.sort_index().xs(("mnist_q1k", "radius")).loc[radius.index, radius.columns]
+    assert np.allclose(got.to_numpy(float), radius.to_numpy(float), equal_nan=True)
+
+
+def test_paper_vs_ours_expands_each_paper_level_to_both_readings_and_curves():
+    exp, report = _hand_made_experiment(), _Report()
+    dsth.report_leads(report, exp, baselines=["sh", "itq"])
+    frame = dsth.paper_vs_ours(report, threshold="ncut", paper_threshold="zero")
+    from hashstudy.reporting import paper_numbers
+
+    paper = paper_numbers("01_dsth_mm2015")
+    assert len(frame) == 4 * len(paper)
+    key = "mnist/dsth/64/above_cnnh_until_recall"
+    level = float(paper.set_index("key").loc[key, "value"])
+    for variant in (key, key.replace("/above_", "/radius_above_"),
+                    key.replace("/dsth/", "/dsth_paper/"),
+                    key.replace("/dsth/", "/dsth_paper/").replace("/above_", "/radius_above_")):
+        r = frame.set_index("key").loc[variant]
+        assert r.paper == level and r.ours == report.metrics[variant]
+        assert r.difference == pytest.approx(r.ours - level)
+    assert "`ncut` for dsth and `zero` for dsth_paper" in frame.set_index("key").loc[key, "note"]
+    assert frame[frame.key.str.startswith("stl10/")].ours.isna().all()  # nothing measured there
+    lines = report.texts["paper_vs_ours.md"].splitlines()
+    assert len(lines) == len(frame) and "has no measurement" in lines[-1]
+
+
+def test_summary_note_reads_the_headline_numbers_from_the_metrics():
+    exp, report = _hand_made_experiment(), _Report()
+    dsth.report_experiment(report, exp, verbose=False)
+    dsth.report_leads(report, exp, baselines=["sh", "itq"])
+    for m in ("dsth", "dsth_paper"):
+        report.add(f"mnist/{m}/64/label_stage_hash_labels_reproduced", 0.5)
+    report.add("mnist/dsth/64/label_stage_knn_label_precision_cnn", 0.9)
+    report.add("mnist/dsth/64/label_stage_knn_label_precision_pixels", 0.25)
+    note = dsth.summary_note(report.metrics, exp, rows=["dsth", "dsth_paper", "itq"],
+                             readings={"dsth": "ncut", "dsth_paper": "zero"}, k=25,
+                             title="MNIST", profile="smoke", localisation="LOCALISED.")
+    assert "| mnist/ | dsth | 1.000 | 1.000 | 1.000 | 1.000 |" in note
+    assert note.count("| mnist_q1k/ |") == 3
+    assert "90.0% of the 25 graph neighbours" in note and "(25.0% in pixel space)" in note
+    assert "LOCALISED." in note and "skipped, the data are not on this machine" in note
+    assert "up to recall 1; above CNNH up to recall 1" in note
+
+
+def test_method_params_share_the_network_and_let_parameters_override_the_profile():
+    sizes = dsth.PROFILE_SIZES["smoke"]
+    d, c = dsth.method_params(sizes, k=7, threshold="zero")
+    assert d["widths"] == c["widths"] == sizes["widths"] and d["hidden"] == c["hidden"]
+    assert d["feature_epochs"] == sizes["feature_epochs"] and d["k"] == 7
+    assert c["n_sweeps"] == sizes["sweeps"] and c["n_train"] == sizes["cnnh_train"]
+    d, _ = dsth.method_params(sizes, k=7, threshold="zero", widths=[2, 2, 2], hash_epochs=9)
+    assert d["widths"] == (2, 2, 2) and d["hash_epochs"] == 9
+    assert set(dsth.PROFILE_SIZES) == {"smoke", "quick", "paper"}
+
+
+def test_localisation_text_counts_the_class_bound_eigenvectors():
+    text = dsth.localisation_text([0.2, 0.3, 0.6, 0.95, 0.99])
+    assert text.startswith("2 of the 5 eigenvectors keep at least 90%")
+    assert "and 3 at least half of it; the first 2 spread" in text
+
+
+def test_test_query_split_is_the_protocol_of_hashstudy_protocols():
+    from hashstudy import protocols
+
+    assert dsth.test_query_split is protocols.test_query_split

@@ -280,3 +280,134 @@ def test_label_quality_and_table_ii(tmp_path, fake_backbone):
     assert set(acc) == {"b1", "simplenet"} and all(0 <= v <= 1 for v in acc.values())
     # the class structure of the synthetic images is visible to a linear classifier
     assert acc["b1"] > 3 / 20
+
+
+# ---------------------------------------------------------------------------
+# the toy cells and the notebook's sections
+
+
+def test_toy_label_stage_splits_the_two_blobs_at_the_mean():
+    toy = dj.toy_label_stage(n_per_blob=6, k=6, n_bits=1)
+    assert len(toy) == 12 and list(toy.blob) == ["A"] * 6 + ["B"] * 6
+    # eq. 13-14: the bit is the eigenvector at or above its mean
+    assert np.isclose(toy["eps 1"].iloc[0], toy["y~1"].mean(), atol=2e-3)
+    assert ((toy["y~1"] >= toy["eps 1"]).astype(int) == toy["y 1"]).all()
+    # the label is the blob: one value per blob, different between them
+    by_blob = toy.groupby("blob")["y 1"].agg(["min", "max"])
+    assert (by_blob["min"] == by_blob["max"]).all() and by_blob["min"].nunique() == 2
+    # five of each point's six neighbours lie in its own blob
+    for i, row in toy.iterrows():
+        near = [int(j) for j in row.neighbours.split()]
+        assert sum(toy.blob[j] == row.blob for j in near[:5]) == 5
+
+
+@pytest.mark.parametrize("n_bits,q", [(32, 2), (48, 3)])
+def test_toy_slice_groups_lists_each_groups_units_and_bits(n_bits, q):
+    groups = dj.toy_slice_groups(n_bits=n_bits)
+    assert len(groups) == 16 and (groups["units per bit"] == 64).all()
+    for g, row in groups.iterrows():
+        assert row["hidden units"] == f"{64 * g}-{64 * g + 63}"
+        assert row["bits"] == f"{q * g}-{q * g + q - 1}"
+
+
+_PLAN = dict(seed=0, backbones=["efficientnet_lite0", "efficientnet_lite0_stage5"],
+             configs=["slice_batchnorm", "mlp_sigmoid"], main_config="slice_batchnorm", k=12,
+             hidden=512, hidden_activation="relu", lrs=[0.01, 0.001, 0.0001], momentum=0.9,
+             weight_decay=0.004, batch_size=100, bits=48, stl10_bits=32,
+             sweep_bits=[16, 32, 48, 64, 128], unsupervised=["lsh"], supervised=["cca_itq"],
+             extra_datasets=[], input_size=128, fit_bits=[48, 16], heldout=0.1, vote_k=12)
+
+
+def test_plan_derives_the_profile_values_and_refuses_bad_parameters():
+    p = dj.plan("smoke", **_PLAN)
+    assert p.sweep_bits == [16, 48] and p.label_bits == [48]  # the profile overrides
+    assert p.fit_bits == [16, 48] and p.input_size == 48 and p.main == "efficientnet_lite0"
+    assert p.other_activation == "sigmoid" and p.probe["heldout"] == 0.1
+    assert p.dsth["epochs"] == [1, 1, 0] and p.dsth["hidden_activation"] == "relu"
+    assert p.name("efficientnet_lite0_stage5") == "Lite0 stage 5 (AlexNet's role)"
+    assert p.dataset_bits("stl10") == 32 and p.dataset_bits("cifar100") == 48
+    assert p.parameters(2)["sizes"] is dj.PROFILE_SIZES["smoke"]
+    assert dj.plan("quick", **_PLAN).sweep_bits == [16, 32, 48, 64, 128]
+    with pytest.raises(ValueError, match="fit_bits"):
+        dj.plan("smoke", **{**_PLAN, "fit_bits": [32, 48]})
+    with pytest.raises(ValueError, match="heldout"):
+        dj.plan("smoke", **{**_PLAN, "heldout": 1.0})
+    with pytest.raises(ValueError, match="main_config"):
+        dj.plan("smoke", **{**_PLAN, "main_config": "mlp_batchnorm"})
+
+
+def test_paper_differences_summarise_ours_minus_the_papers():
+    import pandas as pd
+
+    comparison = pd.DataFrame({
+        "key": ["c/b/x/48/precision@recall0.1", "c/b/x/48/precision@recall0.2",
+                "c/b/x/48/max_f@0.5", "c/classification/b/accuracy", "d/b/x/48/max_f@0.5"],
+        "table": ["Table III"] * 3 + ["Table II", "Table III"],
+        "difference": [0.1, -0.3, 0.05, -0.2, np.nan]})
+    out = dj.paper_differences(comparison)
+    row = out.loc[("Table III", "c", "b", "precision at recall")]
+    assert (row["numbers"], row["measured"]) == (2, 2)
+    assert np.isclose(row["min"], -0.3) and np.isclose(row["max"], 0.1)
+    assert np.isclose(row["mean"], -0.1)
+    assert out.loc[("Table II", "c", "b", "accuracy"), "measured"] == 1
+    not_run = out.loc[("Table III", "d", "b", "max F-measure")]
+    assert not_run["numbers"] == 1 and not_run["measured"] == 0 and np.isnan(not_run["mean"])
+
+
+def _small_plan(**changes):
+    import dataclasses
+
+    size = {"split": {"cifar100-coarse": {"query_per_class": 2, "n_train": 80}},
+            "epochs": [1, 0, 0], "finetune_epochs": 2, "sth_train": None, "input_size": 48,
+            "whole_split": [], "rip_max": 20, "cnnh": {"n_train": 40, "epochs": 1}}
+    p = dj.plan("smoke", **{**_PLAN, "hidden": 32, "batch_size": 20, "k": 5, "vote_k": 3,
+                            "heldout": 0.2})
+    return dataclasses.replace(p, size=size, bits=16, sweep_bits=[16], label_bits=[16],
+                               fit_bits=[16], **changes)
+
+
+def test_notebook_sections_record_their_keys_tables_and_summary(tmp_path, fake_backbone):
+    from hashstudy.plots import dsth_journal as figures
+    from hashstudy.reporting import Report
+
+    _root(tmp_path)
+    p, d = _small_plan(), "cifar100-coarse"
+    report = Report("05_test", "smoke")
+    s = dj.load_for_report(report, p, d)
+    assert report.meta["sources"]["efficientnet_lite0"].startswith("efficientnet_lite0: ")
+    t2 = dj.table_ii(report, s, p)
+    assert list(t2.index) == [p.name(b) for b in p.backbones] + ["simplenet"]
+    quality, _ = dj.hash_label_tables(report, s, p)
+    t3, label_fit = dj.table_iii(report, s, p)
+    assert t3.shape == (4, 16) and ("ours", "P@R 0.1") in t3.columns
+    assert 0 <= label_fit.to_numpy().min() <= label_fit.to_numpy().max() <= 1
+    without, result = dj.without_labels(report, s, p)
+    assert list(without.columns) == list(dj.METRIC_KEYS) and set(without.index) == {
+        "slice_batchnorm", "lsh"}
+    assert set(result.codes) == {("slice_batchnorm", 16), ("lsh", 16)}
+    on_pixels = dj.pixel_baselines(report, s, p, without)
+    assert set(on_pixels.index) == {"lsh", "DSTH slice_batchnorm"}
+    supervised, table_iv, _, quality2 = dj.with_labels(report, s, p)
+    # the quality table gains a "with labels" row; the backbones' rows are section 3's
+    assert list(quality2.index) == p.backbones + ["with labels"]
+    np.testing.assert_allclose(quality2.iloc[:2].to_numpy(), quality.to_numpy())
+    assert table_iv.loc["with labels", ("ours", "max_f@0.5")] == report.metrics[
+        f"{d}/efficientnet_lite0/slice_batchnorm_labels/16/max_f@0.5"]
+    refs = dj.references(report, s, p)
+    assert refs.loc[(16, "(a) kNN label copy"), "label_fit/heldout"] == report.metrics[
+        f"{d}/efficientnet_lite0/knn_copy/16/label_fit/heldout"]
+    checks = dj.checks_table(report.metrics, p, dataset=d)
+    assert np.allclose(checks["a - b"], checks["value a"] - checks["value b"], equal_nan=True)
+    first = checks.iloc[0]
+    assert first["value a"] == report.metrics[f"{d}/classification/efficientnet_lite0/accuracy"]
+    for fig in (figures.fig3b(t3, p), figures.fig3c(t3, p), figures.fig2_fig7(result, s, p),
+                figures.fig8(supervised, s, p), figures.references(report.metrics, p, d)):
+        assert fig.axes
+    text = dj.write_summary(report, p, s.split, 12.3, 1)
+    assert f"Protocol: {s.split}" in text and "Wall time of this run: 12 s" in text
+    assert (report.dir / "summary.md").read_text() == text + "\n"
+    written = {f.name for f in report.dir.iterdir()}
+    assert {f"table_ii_{d}.csv", f"hash_label_quality_{d}.csv", f"table_iii_{d}.csv",
+            f"without_labels_{d}.csv", f"without_labels_pixel_baselines_{d}.csv",
+            f"table_iv_{d}.csv", f"with_labels_{d}.csv",
+            f"label_fit_and_references_{d}.csv", "summary.md"} <= written

@@ -216,13 +216,13 @@ def test_bar_table_marks_paper_values_on_their_bars():
 # the method modules' figures use the same conventions
 
 def test_radar_marks_the_papers_values_per_configuration():
-    from hashstudy import dsth_journal as dj
+    from hashstudy.plots import dsth_journal as dj_plots
 
     cols = ["P@R 0.1", "P@R 0.5", "max_f@0.5"]
     ours = pd.DataFrame([[0.5, 0.3, 0.4], [0.6, 0.35, 0.45]], index=["mlp_sigmoid", "slice_batchnorm"],
                         columns=cols)
     paper = pd.DataFrame([[0.9, np.nan, 0.66]], index=["slice_batchnorm"], columns=cols)
-    fig = dj.radar(ours, paper=paper, paper_source="dsth_tcyb2018 Table III")
+    fig = dj_plots.radar(ours, paper=paper, paper_source="dsth_tcyb2018 Table III")
     ax = fig.axes[0]
     marks = [ln for ln in ax.get_lines() if getattr(ln, "_hashstudy_paper", None)]
     assert len(marks) == 1
@@ -234,13 +234,13 @@ def test_radar_marks_the_papers_values_per_configuration():
 
 
 def test_plot_binarisation_marks_the_papers_claim_at_the_last_epoch():
-    from hashstudy import autoencoder
+    from hashstudy.plots import autoencoder as ae_plots
 
     def history(fraction):
         return {"logs": [{"epoch": e, "b": 10.0 ** e, "binary_fraction": fraction * e / 3,
                           "mse_binary": 0.1 / e, "mse_continuous": 0.05 / e} for e in (1, 2, 3)]}
 
-    fig = autoencoder.plot_binarisation({"8 bits": history(0.9), "16 bits": history(0.99)},
+    fig = ae_plots.plot_binarisation({"8 bits": history(0.9), "16 bits": history(0.99)},
                                         paper={"16 bits": 1.0},
                                         paper_source="sec. 4 (completely discrete)")
     share = fig.axes[1]

@@ -541,3 +541,16 @@ def test_ncut_thresholds_reject_bad_input():
         graph.ncut_thresholds(W, np.arange(10.0).reshape(5, 2))
     with pytest.raises(ValueError, match="no edges"):
         graph.ncut_thresholds(sp.csr_matrix((4, 4)), np.arange(4.0)[:, None])
+
+
+def test_spectral_codes_split_two_blobs_with_one_bit():
+    blobs = np.array([[1, .1], [1, .2], [.9, .1], [1, 0], [.1, 1], [.2, 1], [0, 1], [.1, .9]])
+    for rule in ("median", "zero", "ncut"):
+        bits = graph.spectral_codes(blobs, n_bits=1, k=4, rule=rule).ravel()
+        assert bits.dtype == np.uint8 and len(set(bits[:4])) == len(set(bits[4:])) == 1
+        assert bits[0] != bits[4]
+    # shuffling the points shuffles the codes (up to the sign of the eigenvector)
+    order = np.random.default_rng(0).permutation(8)
+    again = graph.spectral_codes(blobs[order], n_bits=1, k=4).ravel()
+    same = again == graph.spectral_codes(blobs, n_bits=1, k=4).ravel()[order]
+    assert same.all() or (~same).all()

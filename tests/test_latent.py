@@ -1,5 +1,6 @@
 """The latent-layer hashing network, its codes and the coarse-to-fine search."""
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -224,7 +225,8 @@ def test_pick_backbone_prefers_alexnet_when_its_weights_are_here(monkeypatch):
 # --------------------------------------------------------------------------- #
 
 
-def test_experiment_measures_classification_and_both_searches():
+def _blob_pool():
+    """A pool of blobs (30 training, 10 test points per class), 20 queries, an 8-bit hasher."""
     X_tr, y_tr = _blobs(n_per_class=30, seed=0)
     X_te, y_te = _blobs(n_per_class=10, seed=0)
     X, y = np.concatenate([X_tr, X_te]), np.concatenate([y_tr, y_te])
@@ -232,6 +234,11 @@ def test_experiment_measures_classification_and_both_searches():
                                  n_query=20)
     h = latent.LatentHasher(8, trunk="features", fc7_dim=32, dropout=0.0, epochs=15,
                             batch_size=32, lr=1e-2, cache=False, progress=False)
+    return X, y, split, h
+
+
+def test_experiment_measures_classification_and_both_searches():
+    X, y, split, h = _blob_pool()
     res = latent.experiment(h, X, y, split, pool_radius=1, max_k=50, ks=(1, 10, 50), n_show=5)
     m = res.metrics
     assert m["test_accuracy"] >= 0.9 and m["test_error"] == pytest.approx(1 - m["test_accuracy"])
@@ -244,7 +251,81 @@ def test_experiment_measures_classification_and_both_searches():
     k, p = res.curves["coarse-to-fine"]
     assert len(k) == 50 and p[9] == pytest.approx(m["coarse_to_fine/precision@10"])
     assert min(p) == pytest.approx(m["coarse_to_fine/min_precision@50"])
-    fig = latent.retrieval_figure(res, np.zeros((len(y), 4, 4, 1), np.uint8), y, n_queries=2,
-                                  k=5)
+    from hashstudy.plots import latent as latent_plots
+
+    fig = latent_plots.retrieval_figure(res, np.zeros((len(y), 4, 4, 1), np.uint8), y,
+                                        n_queries=2, k=5)
     assert len(fig.axes) == 2 * 2 * 6
-    assert latent.activation_figure({"blobs": res}).axes
+    assert latent_plots.activation_figure({"blobs": res}).axes
+
+
+# --------------------------------------------------------------------------- #
+# notebook 02's report helpers and figures
+# --------------------------------------------------------------------------- #
+
+
+def test_coarse_to_fine_toy_of_the_notebook():
+    # the pool is what the codes let in: image 3 has the query's features but a far code
+    db_codes = np.array([[0, 0, 0, 0], [0, 0, 0, 1], [0, 0, 1, 1], [1, 1, 1, 1], [0, 0, 0, 0],
+                         [1, 1, 1, 0]])
+    db_f7 = np.array([[5, 5], [0.1, 0], [0, 0.2], [0, 0], [1, 1], [3, 3]])
+    found = latent.coarse_to_fine(np.zeros((1, 4), int), db_codes, np.zeros((1, 2)), db_f7,
+                                  k=2, radius=1)
+    assert found.indices.tolist() == [[1, 4]]
+    assert found.pool_size.tolist() == [3] and found.pool_radius.tolist() == [1]
+
+
+def test_notebook_helpers_table_the_latent_codes_beside_the_baselines():
+    from hashstudy import evaluation
+    from hashstudy.plots import latent as latent_plots
+    from hashstudy.reporting import Report
+
+    X, y, split, h = _blob_pool()
+    sizes = {"ks": [1, 10, 50], "max_k": 50, "mnist": {"epochs": 15}}
+    settings = {"blobs": dict(split=split, images=np.zeros((len(y), 4, 4, 1), np.uint8),
+                              labels=y, X=X, X_base=X, base_features="raw", hasher=h,
+                              dataset="blobs")}
+    report = Report("02_latent_layer_cnn", "smoke")
+    results, classification = latent.run_parts(report, settings, bits=8, pool_radius=1,
+                                               sizes=sizes, verbose=False)
+    assert classification.test_accuracy.tolist() == [results["blobs"].metrics["test_accuracy"]]
+    assert report.metrics["blobs/latent/8/precision@10"] == results["blobs"].metrics["precision@10"]
+    compared = latent.run_baselines(report, settings, ["lsh", "itq"], bits=8, seed=0,
+                                    sizes=sizes)
+    direct = evaluation.run(["lsh", "itq"], [8], X, y, split, seed=0,
+                            metric_keys=latent.notebook_metrics(sizes), progress=False)
+    assert compared["blobs"].metrics("blobs") == direct.metrics("blobs")
+    assert report.metrics["blobs/itq/8/map@1000"] == direct.metrics("blobs")["blobs/itq/8/map@1000"]
+    tables, curves = latent.retrieval_tables(report, results, settings, compared, bits=8,
+                                             sizes=sizes)
+    t = tables["blobs"]
+    assert list(t.index) == ["latent (Hamming ranking)", "latent (coarse-to-fine)", "lsh", "itq"]
+    written = pd.read_csv(report.path("blobs_retrieval.csv"), index_col="method")
+    assert np.allclose(written.to_numpy(float), t.to_numpy(float), equal_nan=True)
+    assert t.loc["itq", "precision@10"] == direct.metrics("blobs")["blobs/itq/8/precision@10"]
+    # the baselines' smallest precision over k = 1..50 is read off their curve
+    assert t.loc["lsh", "min_precision@50"] == pytest.approx(curves["blobs"]["lsh"][1].min())
+    assert t.loc["latent (coarse-to-fine)", "min_precision@50"] == \
+        results["blobs"].metrics["coarse_to_fine/min_precision@50"]
+    fig = latent_plots.precision_at_k_figure(results, curves, bits=8, max_k=50,
+                                             titles={"blobs": "blobs"})
+    assert {line.get_label() for line in fig.axes[0].get_lines()} >= {
+        "latent 8 bits (Hamming)", "latent 8 bits (coarse-to-fine)", "lsh", "itq"}
+    text = latent.summary_text(results, settings, profile="quick", trunk_name="x", max_k=50)
+    assert text.startswith("- blobs (blobs, ") and "the paper reports nothing" in text
+    assert len(latent_plots.retrieval_figure(results["blobs"], settings["blobs"]["images"], y,
+                                             n_queries=1, k=5).axes) == 2 * 6
+
+
+def test_gap_reasons_explain_each_measured_paper_number():
+    comparison = pd.DataFrame({"key": ["mnist/latent/48/test_error", "cifar10/latent/48/test_accuracy",
+                                       "mnist/cnnh_plus/48/precision@1000"],
+                               "paper": [0.005, 0.895, 0.97], "ours": [0.006, 0.81, np.nan]})
+    results = {"mnist": None, "cifar10": None}
+    text = latent.gap_reasons(comparison, results, bits=48, finetune=False, trunk_name="net",
+                              sizes={"input_size": 128})
+    lines = text.splitlines()
+    assert len(lines) == 2 and "(+0.0010)" in lines[0] and "(-0.0850)" in lines[1]
+    assert "the net backbone stays frozen" in lines[1]
+    assert "no difference is interpreted" in latent.gap_reasons(
+        comparison, results, bits=16, finetune=False, trunk_name="net", sizes={"input_size": 128})

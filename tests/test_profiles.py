@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from hashstudy import autoencoder, config, crosspaper, profiles
+from hashstudy import config, crosspaper, profiles
 
 NOTEBOOKS = sorted(p.stem for p in (config.repo_root() / "notebooks").glob("[0-9][0-9]_*.ipynb")
                    if not p.stem.startswith("99_"))
@@ -16,21 +16,45 @@ def test_every_notebook_has_all_three_profiles(notebook):
     assert set(sizes) == set(profiles.PROFILES)
 
 
-def test_library_tables_are_read_from_the_library():
-    assert profiles.notebook_sizes("03_tanh_autoencoder") == autoencoder.PROFILE_SIZES
-    assert profiles.notebook_sizes("06_cross_paper") == crosspaper.PROFILE_SIZES
+LIBRARY_TABLES = {"00_baselines": "baseline_study", "01_dsth_mm2015": "dsth",
+                  "02_latent_layer_cnn": "latent", "03_tanh_autoencoder": "autoencoder",
+                  "04_ddh": "ddh", "05_dsth_tcyb2018": "dsth_journal",
+                  "06_cross_paper": "crosspaper"}
 
 
-def test_a_notebook_table_reads_as_python_would_evaluate_it():
-    cells = json.loads((config.repo_root() / "notebooks" / "01_dsth_mm2015.ipynb").read_text())["cells"]
-    source = next("".join(c["source"]) for c in cells if "SIZES = {" in "".join(c["source"]))
-    node = next(n for n in ast.parse(source).body if isinstance(n, ast.Assign)
-                and getattr(n.targets[0], "id", "") == "SIZES")
-    expr = node.value.value if isinstance(node.value, ast.Subscript) else node.value
+@pytest.mark.parametrize("notebook", sorted(LIBRARY_TABLES))
+def test_library_tables_are_read_from_the_library(notebook):
+    import importlib
+
+    module = importlib.import_module(f"hashstudy.{LIBRARY_TABLES[notebook]}")
+    assert profiles.notebook_sizes(notebook) == module.PROFILE_SIZES
+
+
+def _write_notebook(path, source):
+    path.write_text(json.dumps({"cells": [{"cell_type": "code", "source": source, "metadata": {},
+                                           "outputs": [], "execution_count": None}],
+                                "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    return path
+
+
+def test_a_notebook_table_reads_as_python_would_evaluate_it(tmp_path):
+    source = ("SIZES = {'smoke': dict(n=10, bits=(8, 16)), 'quick': {'n': 1000, 'net': None},\n"
+              "         'paper': dict(n=None)}[profile]\n")
+    nb = _write_notebook(tmp_path / "x.ipynb", source)
+    expr = ast.parse(source).body[0].value.value
     evaluated = eval(compile(ast.Expression(expr), "<SIZES>", "eval"), {"dict": dict})
-    parsed = profiles.notebook_sizes("01_dsth_mm2015")
-    as_lists = json.loads(json.dumps(evaluated))  # tuples read as lists
-    assert parsed == as_lists
+    assert profiles.notebook_sizes(str(nb)) == json.loads(json.dumps(evaluated))
+
+
+def test_a_module_alias_finds_the_library_table(tmp_path):
+    nb = _write_notebook(tmp_path / "y.ipynb",
+                         "from hashstudy import dsth_journal as dj\nsize = dj.PROFILE_SIZES['quick']\n")
+    from hashstudy import dsth_journal
+
+    assert profiles.notebook_sizes(str(nb)) == dsth_journal.PROFILE_SIZES
+    empty = _write_notebook(tmp_path / "z.ipynb", "x = 1\n")
+    with pytest.raises(ValueError, match="PROFILE_SIZES"):
+        profiles.notebook_sizes(str(empty))
 
 
 def test_table_and_cli(capsys):

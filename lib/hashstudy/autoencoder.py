@@ -56,7 +56,16 @@ never a query or database image): only a schedule whose code layers all end
 binary (:data:`MIN_BINARY_SHARE`) can be chosen, and among those the held-out
 precision@90 and the reconstruction error from the binary codes decide
 (:func:`final_table`, :func:`candidate_table`, :func:`ladder_table`,
-:func:`plot_schedule_selection`).
+:func:`hashstudy.plots.autoencoder.plot_schedule_selection`).
+
+Notebook 03's report
+--------------------
+:func:`check_parameters`, :func:`report_selection`, :func:`report_comparison`,
+:func:`report_validation_end`, :func:`report_claims`, :func:`paper_vs_ours`,
+:func:`schedule_text` and :func:`summary_text` write its tables, metrics and
+texts, so the notebook holds the story and one call per step. Its figures are
+in :mod:`hashstudy.plots.autoencoder` (the ``plot_*`` names of this module
+still resolve there).
 
 Codes
 -----
@@ -69,7 +78,7 @@ Protocol (sec. 5)
 -----------------
 "We would use the encoder to create hash codes for the test images ... randomly
 select an image, generate binary code and search through the codes derived
-from test set." :func:`test_vs_test_split` draws random test images as
+from test set." :func:`hashstudy.protocols.test_vs_test_split` draws random test images as
 queries, uses the whole test split as the database and (a subset of) the
 training split for training. A query is never its own result:
 :func:`evaluate_excluding_self` ranks each query against the database with
@@ -82,7 +91,7 @@ import dataclasses
 import hashlib
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
@@ -90,7 +99,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from . import baselines, cache, config, evaluation, hamming, metrics, protocols, training
+from . import baselines, config, evaluation, hamming, metrics, protocols, training
 
 __all__ = [
     "scaled_tanh",
@@ -128,12 +137,20 @@ __all__ = [
     "evaluate_excluding_self",
     "topk_excluding_self",
     "compare",
-    "plot_binarisation",
-    "plot_schedule_selection",
-    "plot_activation_histograms",
-    "plot_scaled_tanh",
-    "plot_retrieval",
-    "plot_reconstructions",
+    "autoencoders",
+    "GRAYSCALE_DATASETS",
+    "RGB_DATASETS",
+    "check_parameters",
+    "rgb_skip_reason",
+    "Selection",
+    "report_selection",
+    "report_comparison",
+    "report_validation_end",
+    "report_claims",
+    "paper_vs_ours",
+    "WHY_NUMBERS_DIFFER",
+    "schedule_text",
+    "summary_text",
 ]
 
 SCHEDULE_KINDS = ("geometric", "linear", "constant")
@@ -1020,71 +1037,9 @@ def choose_schedule(final, design: Optional[Sequence[tuple[int, int]]] = None,
 # Protocol: test queries against the test set, a query never its own result
 # --------------------------------------------------------------------------- #
 
-TEST_VS_TEST = ("random test images as queries against the whole test split as database (each "
-                "query's own image removed from its ranking); hash functions trained on the "
-                "training split")
-
-
-def test_vs_test_split(dataset: str, n_query: int, seed: int = 0, *, n_train: Optional[int] = None,
-                       root=None) -> protocols.Split:
-    """The sec. 5 protocol as a :class:`~hashstudy.protocols.Split` (pool indices), saved once.
-
-    Parameters
-    ----------
-    dataset : str
-        A name known to :mod:`hashstudy.data`.
-    n_query : int
-        Random test images used as queries (not stratified).
-    seed : int
-        Seed of the draw (queries first, then the training subset).
-    n_train : int, optional
-        A random subset of the training split to train on (default: all of it).
-
-    Returns
-    -------
-    Split
-        ``query``: sorted test pool indices; ``database``: every test pool
-        index ``n_train_split .. n_train_split + n_test_split - 1``; ``train``:
-        sorted training indices. Its name is ``"test-vs-test"`` plus the sizes,
-        e.g. ``"test-vs-test[n_query=1000,n_train=20000]"``. The draw is saved
-        under ``<cache>/splits`` and reloaded; a saved draw for different labels
-        raises :class:`~hashstudy.protocols.SplitMismatchError`.
-    """
-    from . import data
-
-    train = data.load(dataset, "train", root=root)
-    test = data.load(dataset, "test", root=root)
-    n_tr, n_te = len(train.labels), len(test.labels)
-    for name, value, high in (("n_query", n_query, n_te), ("n_train", n_train, n_tr)):
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if value > high:
-            raise ValueError(f"{name}={value} exceeds the {high} images available in {dataset}")
-    h = hashlib.sha256(np.ascontiguousarray(train.labels).tobytes() + b"|"
-                       + np.ascontiguousarray(test.labels).tobytes())
-    digest = np.frombuffer(h.hexdigest()[:16].encode(), dtype=np.uint8)
-    sizes = f"n_query={n_query}" + (f",n_train={n_train}" if n_train is not None else "")
-    name = f"test-vs-test[{sizes}]"
-
-    def draw():
-        rng = np.random.default_rng(seed)
-        query = np.sort(rng.choice(n_te, size=n_query, replace=False)) + n_tr
-        tr = (np.arange(n_tr) if n_train is None
-              else np.sort(rng.choice(n_tr, size=n_train, replace=False)))
-        return {"query": query.astype(np.int64), "train": tr.astype(np.int64), "labels_digest": digest}
-
-    path = config.cache_dir("splits") / f"{data.file_token(dataset)}-test-vs-test_{sizes.replace(',', '_').replace('=', '')}-seed{seed}.npz"
-    saved = cache.cached_arrays(path, draw)
-    if not np.array_equal(saved["labels_digest"], digest):
-        raise protocols.SplitMismatchError(
-            f"the saved split {path} was drawn for different {dataset} labels than the data now at "
-            f"{train.source}; delete that file to draw the split anew")
-    return protocols.Split(dataset=dataset, protocol="test-vs-test", name=name, seed=int(seed),
-                           query=saved["query"], database=np.arange(n_tr, n_tr + n_te, dtype=np.int64),
-                           train=saved["train"], n_train_split=n_tr, n_test_split=n_te,
-                           description=TEST_VS_TEST)
+# (moved to hashstudy.protocols.test_vs_test_split; the old names stay importable)
+TEST_VS_TEST = protocols.TEST_VS_TEST
+test_vs_test_split = protocols.test_vs_test_split
 
 
 def validation_split(split: protocols.Split, n_val: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -1101,7 +1056,7 @@ def validation_split(split: protocols.Split, n_val: int, seed: int = 0) -> tuple
     Parameters
     ----------
     split : Split
-        From :func:`test_vs_test_split` (pool indices: training split first).
+        From :func:`hashstudy.protocols.test_vs_test_split` (pool indices: training split first).
     n_val : int >= 2
     seed : int
         Seed of the draw.
@@ -1175,7 +1130,7 @@ def selection_runs(images: np.ndarray, labels: np.ndarray, dataset: str, *,
     """Train every candidate schedule at every code length and seed, measured on held-out images.
 
     For each run ``(bits, s)`` of ``design`` (:func:`selection_design`): the
-    split of notebook 03 with seed ``s`` (:func:`test_vs_test_split`) and its
+    split of notebook 03 with seed ``s`` (:func:`hashstudy.protocols.test_vs_test_split`) and its
     held-out *training* images (:func:`validation_split`, seed ``s``); then,
     for each end in ``b_ends`` and pace in ``paces``, a :class:`TanhAEHasher`
     with seed ``s`` and :func:`candidate_schedule` trained on the split's
@@ -1210,7 +1165,7 @@ def selection_runs(images: np.ndarray, labels: np.ndarray, dataset: str, *,
             raise ValueError(f"{name} must name at least one value")
     out = {}
     for seed in sorted({s for _, s in design}):
-        split = test_vs_test_split(dataset, n_query, seed, n_train=n_train)
+        split = protocols.test_vs_test_split(dataset, n_query, seed, n_train=n_train)
         fit, val = validation_split(split, n_val, seed)
         validation = (images[val], labels[val])
         for b_end in b_ends:
@@ -1325,7 +1280,7 @@ def compare(images: np.ndarray, labels: np.ndarray, split: protocols.Split, bits
         The pool (training split then test split).
     labels : int ``(N_pool,)``
     split : Split
-        E.g. from :func:`test_vs_test_split`.
+        E.g. from :func:`hashstudy.protocols.test_vs_test_split`.
     bits : sequence of int
     methods : baselines of :mod:`hashstudy.baselines` to compare with
     seed : int
@@ -1335,13 +1290,14 @@ def compare(images: np.ndarray, labels: np.ndarray, split: protocols.Split, bits
 
     Returns
     -------
-    table : pandas.DataFrame
-        Long format ``method, bits, metric, value`` (as
-        :func:`hashstudy.evaluation.compare`), the autoencoder as ``tanh_ae``
+    :class:`hashstudy.evaluation.Result`
+        ``table``: long format ``method, bits, metric, value`` (as
+        :func:`hashstudy.evaluation.run`), the autoencoder as ``tanh_ae``
         with an extra ``binary_fraction`` row (share of the database's code
-        activations with ``|f| >= 0.99``), and a ``fit_seconds`` row per pair.
-    codes : dict ``(method, bits) -> evaluation.Codes``
-    hashers : dict ``bits -> TanhAEHasher`` (fitted)
+        activations with ``|f| >= 0.99``), and a ``fit_seconds`` row per pair;
+        ``codes[(method, bits)]``: :class:`hashstudy.evaluation.Codes`;
+        ``fitted[(method, bits)]``: the fitted hashers (:func:`autoencoders`
+        picks the autoencoders out by code length).
     """
     import pandas as pd
 
@@ -1357,7 +1313,7 @@ def compare(images: np.ndarray, labels: np.ndarray, split: protocols.Split, bits
     vectors = evaluation.as_vectors(imgs) if methods else None
     selves = self_positions(split)
     ql, dl = labs[local.query], labs[local.database]
-    rows, codes, hashers = [], {}, {}
+    rows, codes, fitted = [], {}, {}
     pairs = [("tanh_ae", b) for b in bits] + [(m, b) for m in methods for b in bits]
     bar = None
     if progress:
@@ -1368,7 +1324,6 @@ def compare(images: np.ndarray, labels: np.ndarray, split: protocols.Split, bits
         if m == "tanh_ae":
             hasher = TanhAEHasher(b, seed=seed, progress=progress, **dict(autoencoder or {}))
             q, d, secs = evaluation.encode_split(hasher, imgs, labs, local)
-            hashers[b] = hasher
             extra = {"binary_fraction": binary_fraction(hasher.activations(imgs[local.database]))}
             secs = hasher.history_["seconds"]
         else:
@@ -1376,6 +1331,7 @@ def compare(images: np.ndarray, labels: np.ndarray, split: protocols.Split, bits
             q, d, secs = evaluation.encode_split(hasher, vectors, labs, local)
             extra = {}
         codes[(m, b)] = evaluation.Codes(m, b, q, d, secs)
+        fitted[(m, b)] = hasher
         values = {**evaluate_excluding_self(q, d, ql, dl, selves, metric_keys), **extra,
                   "fit_seconds": secs}
         rows += [{"method": m, "bits": b, "metric": k, "value": v} for k, v in values.items()]
@@ -1383,252 +1339,228 @@ def compare(images: np.ndarray, labels: np.ndarray, split: protocols.Split, bits
             bar.update(1)
     if bar is not None:
         bar.close()
-    return pd.DataFrame(rows, columns=["method", "bits", "metric", "value"]), codes, hashers
+    return evaluation.Result(pd.DataFrame(rows, columns=["method", "bits", "metric", "value"]), codes, fitted)
+
+
+def autoencoders(result) -> dict:
+    """The fitted autoencoders of a :func:`compare` result by code length: ``{bits: TanhAEHasher}``."""
+    return {b: h for (m, b), h in result.fitted.items() if m == "tanh_ae"}
 
 
 # --------------------------------------------------------------------------- #
-# Figures
+# Notebook 03's report: parameters, tables, metrics and texts
 # --------------------------------------------------------------------------- #
 
+GRAYSCALE_DATASETS = ("mnist", "fashion-mnist", "kmnist")
+"""Datasets notebook 03's parameter ``dataset`` names (or ``folder:<path>``)."""
+RGB_DATASETS = ("cifar10",)
+"""Datasets notebook 03's parameter ``rgb_dataset`` names (or ``folder:<path>``, or empty)."""
+WHY_NUMBERS_DIFFER = (
+    "**Why numbers can differ.** The paper's figure values are not available, its training length and "
+    "values of b are not given, and it does not say whether a query is excluded from its own results "
+    "(we exclude it, which lowers precision slightly). Its LSH may also be a different variant from ours "
+    "(random hyperplanes through the mean of the training pixels).")
+"""The paragraph of notebook 03's ``paper_vs_ours.md`` on why the paper's numbers and ours differ."""
 
-def plot_binarisation(histories: Mapping[str, dict], title: str = "",
-                      paper: Optional[Mapping[str, float]] = None, paper_source: str = ""):
-    """Per-epoch ``b``, binary fraction and reconstruction error of several runs.
 
-    ``histories``: ``{label: TanhAEHasher.history_}``. Three panels: ``b`` of
-    the code layer (log scale); share of code activations with ``|f| >= 0.99``;
-    reconstruction MSE from the continuous (dashed) and binarised (solid) codes.
-    ``paper``: ``{label: share}`` the paper states for a run at the end of
-    training (e.g. ``{"16 bits": 1.0}``, "completely discrete"), marked at that
-    run's last epoch (:func:`hashstudy.plots.mark_paper`, legend
-    ``paper (<paper_source>)``). One legend below the panels.
+def check_parameters(bits: Sequence[int], *, headline_bits: int, b_schedule: str, conv_activation: str,
+                     dataset: str, rgb_dataset: str, b_start: float, select_b_ends: Sequence[float],
+                     select_paces: Sequence[int]) -> tuple[list[int], list[float], list[int]]:
+    """Check notebook 03's parameters, one clear ``ValueError`` per bad value.
+
+    Returns ``(bits, select_b_ends, select_paces)`` as checked
+    (:func:`hashstudy.config.check_bits`, :func:`check_b_end`,
+    :func:`check_pace`). Two datasets whose metric keys would share their
+    first part (``data.key_token``) are refused.
     """
-    import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
+    from . import data
 
-    from . import plots
-
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
-    colours = {}
-    for i, (label, hist) in enumerate(histories.items()):
-        logs = hist["logs"]
-        ep = [r["epoch"] for r in logs]
-        colour = colours[label] = plt.get_cmap("tab10")(i % 10)
-        axes[0].plot(ep, [r["b"] for r in logs], "o-", color=colour, ms=3, label=label)
-        axes[1].plot(ep, [r["binary_fraction"] for r in logs], "o-", color=colour, ms=3, label=label,
-                     clip_on=False)
-        axes[2].plot(ep, [r["mse_binary"] for r in logs], "o-", color=colour, ms=3)
-        axes[2].plot(ep, [r["mse_continuous"] for r in logs], "--", color=colour)
-    axes[0].set_yscale("log")
-    axes[0].set_ylabel("b (code layer)")
-    axes[1].set_ylabel(f"share of |f| >= {BINARY_LEVEL}")
-    axes[1].set_ylim(0, 1)
-    axes[1].axhline(BINARY_LEVEL, color="grey", lw=0.8, ls=":")
-    axes[2].set_ylabel("reconstruction MSE")
-    for ax in axes:
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-    # the line styles of the right panel, explained once
-    axes[2].add_line(Line2D([], [], color="black", marker="o", ms=3, label="MSE from the binary code"))
-    axes[2].add_line(Line2D([], [], color="black", ls="--", label="MSE from the continuous code"))
-    for label, value in (paper or {}).items():
-        if label not in histories:
-            continue
-        last = histories[label]["logs"][-1]["epoch"]
-        marks = plots.mark_paper(axes[1], last, value, source=paper_source or "paper",
-                                 label=f"paper ({plots._short_source(paper_source)}): {label}, "
-                                       f"{value:.0%}" if paper_source else None)
-        marks.set_markeredgecolor(colours[label])
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    plots.figure_legend(fig)
-    return fig
+    bits = config.check_bits(bits)
+    config.check_choice("headline_bits", headline_bits, bits)
+    config.check_choice("b_schedule", b_schedule, SCHEDULE_KINDS)
+    config.check_choice("conv_activation", conv_activation, CONV_ACTIVATIONS)
+    data.check_name("dataset", dataset, list(GRAYSCALE_DATASETS))
+    data.check_name("rgb_dataset", rgb_dataset, list(RGB_DATASETS), empty=True)
+    if dataset and rgb_dataset and data.key_token(dataset) == data.key_token(rgb_dataset):
+        raise ValueError(f"dataset {dataset!r} and rgb_dataset {rgb_dataset!r} would share the metric "
+                         f"keys {data.key_token(dataset)}/...; name folders with different last names")
+    return (bits, [check_b_end(b, b_start) for b in select_b_ends],
+            [check_pace(p) for p in select_paces])
 
 
-def plot_schedule_selection(final, ladder=None, chosen: Optional[Mapping] = None, title: str = ""):
-    """Held-out precision@90, reconstruction error and binary share against ``b``.
+def rgb_skip_reason(run: bool, rgb_dataset: str) -> Optional[str]:
+    """Why notebook 03's colour experiment does not run, or ``None`` when it does.
 
-    ``final``: :func:`final_table`; for each code length (one colour) and
-    pace (one line style), the state at the *end of training* of each
-    schedule's end ``b_end`` (mean over seeds, bars: the standard deviation).
-    ``ladder``: :func:`ladder_table`, optional; the readings at the end of
-    each rung while ``b`` rises, of the runs with the largest ``b_end`` at the
-    chosen (else the fastest) pace (mean over seeds, thin dotted lines): what
-    a run shows on its way up, which is not what it ends in. ``chosen``:
-    :func:`choose_schedule`'s result, a vertical line at its ``b_end``.
-    Panels: precision@90; reconstruction MSE from the binary codes (from the
-    continuous codes: the thin dashed lines); share of ``|f| >= 0.99`` with
-    the rule's :data:`MIN_BINARY_SHARE`.
+    It is off when ``run`` is false (parameter ``cifar``) or ``rgb_dataset`` is
+    empty; CIFAR-10 needs both of its splits under the data root; a folder
+    named by the user is loaded (and fails loudly if it is not there).
     """
-    import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
+    from . import data
 
-    from . import plots
+    if not run:
+        return "switched off (cifar=False)"
+    if not rgb_dataset:
+        return "switched off (rgb_dataset empty)"
+    if rgb_dataset == "cifar10" and not (data.available("cifar10", "train")
+                                         and data.available("cifar10", "test")):
+        return f"CIFAR-10 not found under {config.data_root()}"
+    return None
 
+
+@dataclass
+class Selection:
+    """The schedule selection as notebook 03 shows it (:func:`report_selection`).
+
+    ``final``, ``ladder``: :func:`final_table`, :func:`ladder_table` of the
+    runs; ``candidates``: :func:`candidate_table` (with the rule's columns);
+    ``chosen``: :func:`choose_schedule`'s result, ``None`` when no candidate
+    qualifies; ``text``: one Markdown paragraph on the rule's choice. All
+    ``None`` but ``text`` when there were no selection runs.
+    """
+
+    final: Optional[object] = field(default=None, repr=False)
+    ladder: Optional[object] = field(default=None, repr=False)
+    candidates: Optional[object] = field(default=None, repr=False)
+    chosen: Optional[dict] = field(default=None, repr=False)
+    text: str = "No selection runs (select_b_ends or select_paces is empty)."
+
+
+def report_selection(report, runs: Mapping[tuple, object], design: Sequence[tuple[int, int]], *,
+                     key: str, b_end: float, pace: int) -> Selection:
+    """Judge the selection runs with :func:`choose_schedule` and write what notebook 03 reports of them.
+
+    Parameters
+    ----------
+    report : :class:`hashstudy.reporting.Report`
+    runs : :func:`selection_runs`' result (empty: nothing is written)
+    design : :func:`selection_design`
+    key : str
+        The dataset's key token (``"mnist"``).
+    b_end, pace : the schedule this run uses, compared with the rule's choice
+
+    Writes the tables ``<key>_schedule_selection_runs``, ``<key>_schedule_ladder``
+    and ``<key>_schedule_selection``; the metrics
+    ``<key>/validation/schedule/{b_end,pace,precision@90,mse_binary,binary_fraction}``
+    (the choice, when there is one) and, per candidate,
+    ``<key>/validation/b_end_<b>_pace_<p>/{qualifies,min_binary_fraction}``.
+    """
+    if not runs:
+        return Selection()
+    final, ladder = final_table(runs), ladder_table(runs)
+    report.table(f"{key}_schedule_selection_runs", final)
+    report.table(f"{key}_schedule_ladder", ladder)
+    chosen = None
+    try:
+        chosen = choose_schedule(final, design)
+    except ValueError as err:  # no candidate binarises everywhere
+        candidates = candidate_table(final, design)
+        text = f"**The rule on held-out training images** chooses nothing: {err}."
+    else:
+        candidates = chosen["candidates"]
+        for name in ("b_end", "pace", "precision", "mse_binary", "binary_fraction"):
+            report.add(f"{key}/validation/schedule/{name if name != 'precision' else 'precision@90'}",
+                       chosen[name])
+        agree = np.isclose(chosen["b_end"], b_end) and chosen["pace"] == pace
+        text = (f"**The rule on held-out training images** ({len(design)} runs per schedule: "
+                f"{', '.join(f'{b} bits seed {s}' for b, s in design)}) chooses {chosen['text']}. "
+                + ("This run's parameters are the rule's choice." if agree else
+                   f"This run uses b_end = {b_end:g} and stage_epochs = {pace} instead."))
+    report.table(f"{key}_schedule_selection", candidates)
+    for r in candidates.itertuples():
+        report.add(f"{key}/validation/b_end_{r.b_end:g}_pace_{r.pace}/qualifies", float(r.qualifies))
+        report.add(f"{key}/validation/b_end_{r.b_end:g}_pace_{r.pace}/min_binary_fraction",
+                   r.min_binary_fraction)
+    return Selection(final, ladder, candidates, chosen, text)
+
+
+def report_comparison(report, result, key: str):
+    """Write a :func:`compare` result: its metrics ``<key>/<method>/<bits>/<metric>`` and the table
+    ``<key>_precision_vs_bits`` (rows ``metric, method``, one column per code length), returned."""
+    for name, value in result.metrics(key).items():
+        report.add(name, value)
+    wide = result.table.pivot_table(index=["metric", "method"], columns="bits", values="value", sort=False)
+    report.table(f"{key}_precision_vs_bits", wide, index=True)
+    return wide
+
+
+def report_validation_end(report, hashers: Mapping[int, "TanhAEHasher"], *, key: str, b_end: float,
+                          pace: int, seed: int):
+    """The comparison's autoencoders at the end of training, on their held-out training images.
+
+    ``hashers``: ``{bits: TanhAEHasher}`` trained with validation images
+    (:func:`autoencoders`). Writes the metrics
+    ``<key>/validation/tanh_ae/<bits>/{precision@90,mse_binary,binary_fraction}``
+    and the table ``<key>_schedule_validation_end`` (:func:`final_table`), returned.
+    """
+    end = final_table({(b_end, pace, b, seed): h for b, h in hashers.items()})
+    for _, r in end.iterrows():
+        for name in (f"precision@{VALIDATION_K}", "mse_binary", "binary_fraction"):
+            report.add(f"{key}/validation/tanh_ae/{int(r.bits)}/{name}", r[name])
+    report.table(f"{key}_schedule_validation_end", end)
+    return end
+
+
+def report_claims(report, result, key: str) -> None:
+    """The two numbers the paper's claims are judged on (the claims ledger, ``tanh-*`` rows).
+
+    ``<key>/tanh_ae/all_bits/above_lsh_precision@90``: 1.0 when the
+    autoencoder's precision@90 is above LSH's at every code length of
+    ``result``, else 0.0; ``<key>/tanh_ae/all_bits/min_binary_fraction``: the
+    smallest share of binary code activations over the code lengths.
+    """
+    p90 = result.wide(f"precision@{VALIDATION_K}")
+    report.add(f"{key}/tanh_ae/all_bits/above_lsh_precision@{VALIDATION_K}",
+               float((p90.loc["tanh_ae"] > p90.loc["lsh"]).all()))
+    t = result.table
+    report.add(f"{key}/tanh_ae/all_bits/min_binary_fraction",
+               float(t[(t.method == "tanh_ae") & (t.metric == "binary_fraction")].value.min()))
+
+
+def paper_vs_ours(metrics: Mapping[str, float], dataset: str):
+    """:func:`hashstudy.reporting.compare_with_paper` for notebook 03, with why ours may differ.
+
+    The paper's numbers are about MNIST; on another ``dataset`` every row
+    says it was not measured.
+    """
+    from .reporting import compare_with_paper
+
+    why = {"mnist/tanh_ae/all_bits/above": "Ours: the same queries and training images for all methods, each "
+                                           "query excluded from its own results; the paper's training length "
+                                           "is unknown.",
+           "mnist/tanh_ae/16/binary_fraction": "Ours counts |f| >= 0.99 on the test-set codes."}
+    if dataset != "mnist":
+        why = {"mnist/": f"Not measured: this run uses the dataset `{dataset}`, not MNIST."}
+    return compare_with_paper(metrics, "03_tanh_autoencoder", why=why)
+
+
+def schedule_text(schedule: BSchedule, *, b_end: float, pace: int, selection: Selection) -> str:
+    """Notebook 03's ``paper_vs_ours.md``: this run's schedule against the paper's reading, the rule's
+    choice (``selection.text``) and :data:`WHY_NUMBERS_DIFFER`."""
+    same = np.isclose(b_end, PAPER_B_END) and pace == PAPER_PACE
+    return (f"**Schedule.** b climbs to {b_end:g} at {pace} epoch(s) per rung ({schedule.epochs} epochs); "
+            f"the paper's reading is b to {PAPER_B_END:g} at one epoch per rung"
+            + (" (the same)" if same else "") + ". " + selection.text + "\n\n" + WHY_NUMBERS_DIFFER)
+
+
+def summary_text(results: Mapping[str, tuple], *, seed: int, schedule: BSchedule, b_end: float, pace: int,
+                 chosen: Optional[Mapping] = None) -> str:
+    """Notebook 03's ``summary.md``: precision@90 per code length of each experiment, and the schedule.
+
+    ``results``: ``{dataset title: (split, compare result)}``. The verdicts
+    on the paper's claims are the claims ledger's (:mod:`hashstudy.claims`),
+    not repeated here.
+    """
     key = f"precision@{VALIDATION_K}"
-    fig, axes = plt.subplots(1, 3, figsize=(12.5, 3.6))
-    all_bits = sorted(set(final.bits))
-    colours = {b: plt.get_cmap("tab10")(i % 10) for i, b in enumerate(all_bits)}
-    paces = sorted(set(final.pace))
-    styles = dict(zip(paces, ["-", "--", "-.", ":"] * 4))
-    markers = dict(zip(paces, ["o", "s", "^", "D"] * 4))
-    for (n_bits, pace), rows in final.groupby(["bits", "pace"], sort=True):
-        stats = rows.groupby("b_end")[[key, "mse_binary", "mse_continuous", "binary_fraction"]]
-        mean, std = stats.mean(), stats.std(ddof=1).fillna(0.0)
-        kw = dict(color=colours[n_bits], ls=styles[pace], marker=markers[pace], ms=4, capsize=2)
-        label = f"{n_bits} bits" + (f", pace {pace}" if len(paces) > 1 else "")
-        axes[0].errorbar(mean.index, mean[key], yerr=std[key], label=label, **kw)
-        axes[1].errorbar(mean.index, mean.mse_binary, yerr=std.mse_binary, **kw)
-        axes[1].plot(mean.index, mean.mse_continuous, color=colours[n_bits], ls="--", lw=0.8)
-        axes[2].errorbar(mean.index, mean.binary_fraction, yerr=std.binary_fraction, clip_on=False, **kw)
-    if ladder is not None and len(ladder):
-        pace = chosen["pace"] if chosen is not None else min(ladder.pace)
-        rows = ladder[ladder.pace == pace]
-        rows = rows[rows.b_end == rows.b_end.max()] if len(rows) else rows
-        for n_bits, r in rows.groupby("bits", sort=True):
-            m = r.groupby("b")[[key, "mse_binary", "binary_fraction"]].mean()
-            c = colours.get(n_bits, "grey")
-            axes[0].plot(m.index, m[key], ":", color=c, lw=1, alpha=0.8)
-            axes[1].plot(m.index, m.mse_binary, ":", color=c, lw=1, alpha=0.8)
-            axes[2].plot(m.index, m.binary_fraction, ":", color=c, lw=1, alpha=0.8, clip_on=False)
-        if len(rows):
-            axes[0].add_line(Line2D([], [], color="black", ls=":", lw=1,
-                                    label=f"on the way up (end of each rung; runs to b = "
-                                          f"{rows.b_end.max():g}, pace {pace})"))
-    axes[2].axhline(MIN_BINARY_SHARE, color="grey", lw=0.8)
-    axes[2].text(min(final.b_end.min(), 1.0), MIN_BINARY_SHARE,
-                 f" rule: >= {MIN_BINARY_SHARE:.0%} in every run", va="top", fontsize=7, color="grey")
-    if chosen is not None:
-        for ax in axes:
-            ax.axvline(chosen["b_end"], color="grey", lw=1, ls=":")
-        axes[0].add_line(Line2D([], [], color="grey", lw=1, ls=":",
-                                label=f"chosen: b_end = {chosen['b_end']:g}, pace {chosen['pace']}"))
-    axes[1].add_line(Line2D([], [], color="black", marker="o", ms=4,
-                            label="end of training (mean ± std over seeds); MSE from the binary code"))
-    axes[1].add_line(Line2D([], [], color="black", ls="--", lw=0.8, label="MSE from the continuous code"))
-    axes[0].set_ylabel(f"held-out precision@{VALIDATION_K}")
-    axes[1].set_ylabel("held-out reconstruction MSE")
-    axes[2].set_ylabel(f"share of |f| >= {BINARY_LEVEL}")
-    axes[2].set_ylim(0, 1.02)
-    for ax in axes:
-        ax.set_xscale("log")
-        ax.set_xlabel("b of the code layer")
-        ax.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    plots.figure_legend(fig)
-    return fig
-
-
-def plot_activation_histograms(history: dict, final: Optional[np.ndarray] = None, n_panels: int = 4,
-                               title: str = ""):
-    """Histograms of the code activations ``f_b`` as ``b`` grows.
-
-    Parameters
-    ----------
-    history : dict
-        ``TanhAEHasher.history_`` (its per-epoch ``histogram`` counts, measured
-        on the monitor images).
-    final : float array ``(N, n_bits)``, optional
-        Activations of the trained encoder on other images (e.g. the test
-        set), drawn as a last panel.
-    n_panels : int
-        Epochs shown, spread evenly from the first to the last.
-    """
-    import matplotlib.pyplot as plt
-
-    logs = history["logs"]
-    picks = sorted(set(np.linspace(0, len(logs) - 1, min(n_panels, len(logs))).round().astype(int)))
-    panels = [(f"epoch {logs[i]['epoch']}, b = {logs[i]['b']:.3g}\n"
-               f"{logs[i]['binary_fraction']:.1%} with |f| >= {BINARY_LEVEL}",
-               np.asarray(logs[i]["histogram"], dtype=float)) for i in picks]
-    if final is not None:
-        counts, _ = np.histogram(np.asarray(final).ravel(), bins=HISTOGRAM_BINS)
-        panels.append((f"trained, test images\n{binary_fraction(final):.1%} with |f| >= {BINARY_LEVEL}",
-                       counts.astype(float)))
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.9 * len(panels), 2.7), squeeze=False)
-    width = np.diff(HISTOGRAM_BINS)
-    for ax, (label, counts) in zip(axes[0], panels):
-        ax.bar(HISTOGRAM_BINS[:-1], counts / counts.sum(), width=width, align="edge", color="#3182bd")
-        ax.set_yscale("log")
-        ax.set_ylim(1e-5, 1.2)
-        ax.set_title(label, fontsize=8)
-        ax.set_xlabel("f_b(x)")
-    axes[0, 0].set_ylabel("share of activations")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
-def plot_scaled_tanh(bs: Sequence[float] = (1, 4, 16, 100), title: str = ""):
-    """``f_b(x)`` for several ``b``, with ``sign(x)`` for reference."""
-    import matplotlib.pyplot as plt
-
-    x = torch.linspace(-3, 3, 1201, dtype=torch.float64)
-    fig, ax = plt.subplots(figsize=(4.6, 3.2))
-    for i, b in enumerate(bs):
-        # viridis without its pale yellow end, which is hard to see on white
-        ax.plot(x.numpy(), scaled_tanh(x, b).numpy(),
-                color=plt.get_cmap("viridis")(0.85 * i / max(1, len(bs) - 1)), label=f"b = {b:g}")
-    ax.step(x.numpy(), torch.sign(x).numpy(), where="mid", color="black", lw=0.8, ls=":", label="sign(x)")
-    ax.axhspan(BINARY_LEVEL, 1.0, color="grey", alpha=0.15)
-    ax.axhspan(-1.0, -BINARY_LEVEL, color="grey", alpha=0.15)
-    ax.set_xlabel("x")
-    ax.set_ylabel("f_b(x) = 2 / (1 + exp(-b x)) - 1")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", framealpha=0.9)  # the curves are near -1 there
-    if title:
-        ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
-def plot_retrieval(images: np.ndarray, labels: np.ndarray, split: protocols.Split, codes,
-                   n_queries: int = 8, k: int = 10, seed: int = 0, title: str = ""):
-    """Random queries of ``split`` with their top ``k`` results by Hamming distance (own image excluded).
-
-    Parameters
-    ----------
-    images : uint8 ``(N_pool, H, W, C)``; labels : int ``(N_pool,)``
-    split : Split
-    codes : :class:`hashstudy.evaluation.Codes` of the split's queries and database
-    n_queries, k : rows and results per row
-    seed : int
-        Which queries are shown.
-    """
-    from . import plots
-
-    rng = np.random.default_rng(seed)
-    rows = np.sort(rng.choice(len(split.query), size=min(n_queries, len(split.query)), replace=False))
-    idx, _ = topk_excluding_self(codes.query[rows], codes.database, self_positions(split)[rows], k)
-    q_pool, r_pool = split.query[rows], split.database[idx]
-    relevant = labels[r_pool] == labels[q_pool][:, None]
-    return plots.retrieval_grid(images[q_pool], images[r_pool], relevant, title=title)
-
-
-def plot_reconstructions(rows: Mapping[str, np.ndarray], title: str = ""):
-    """A grid of images: one row per ``{label: uint8 (n, H, W, C)}`` (e.g. input, continuous, binary)."""
-    import matplotlib.pyplot as plt
-
-    n = min(len(v) for v in rows.values())
-    fig, axes = plt.subplots(len(rows), n, figsize=(0.8 * n + 1.2, 0.85 * len(rows)), squeeze=False)
-    for r, (label, imgs) in enumerate(rows.items()):
-        for j in range(n):
-            ax = axes[r, j]
-            img = imgs[j]
-            ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img,
-                      cmap="gray" if img.shape[-1] == 1 else None, vmin=0, vmax=255,
-                      interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-        axes[r, 0].set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.subplots_adjust(wspace=0.05, hspace=0.05)
-    return fig
+    lines = []
+    for title, (split, result) in results.items():
+        p = result.wide(key)
+        lines.append(f"- {title} ({split.name}, seed {seed}): {key} of the autoencoder / LSH / ITQ: "
+                     + "; ".join(f"{b} bits {p.loc['tanh_ae', b]:.3f} / {p.loc['lsh', b]:.3f} / "
+                                 f"{p.loc['itq', b]:.3f}" for b in p.columns) + ".")
+    lines.append(f"- Schedule: b to {b_end:g}, {pace} epoch(s) per rung ({schedule.epochs} epochs)"
+                 + (f"; the rule on held-out training images: b_end {chosen['b_end']:.3g}, "
+                    f"pace {chosen['pace']}." if chosen else "."))
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- #
@@ -1669,7 +1601,7 @@ def thread_runs(images: np.ndarray, labels: np.ndarray, dataset: str, *, bits: S
     rows = []
     try:
         for seed in seeds:
-            split = test_vs_test_split(dataset, sizes["n_query"], seed, n_train=sizes["n_train"])
+            split = protocols.test_vs_test_split(dataset, sizes["n_query"], seed, n_train=sizes["n_train"])
             selves = self_positions(split)
             ql, dl = labels[split.query], labels[split.database]
             for n_bits in config.check_bits(bits):

@@ -86,7 +86,9 @@ from .cnnh import CNNH, ConvNet, _float, array_digest, as_image_tensor
 __all__ = ["DSTH", "THRESHOLDS", "PAPER_THRESHOLDS", "PAPER_METHOD", "CURVES", "RECALL_LEVELS",
            "METRIC_KEYS", "test_query_split", "eigenvector_localisation", "threshold_comparison",
            "Experiment", "run_experiment", "label_stage_summary", "above_until",
-           "curve_precision_at_recall"]
+           "curve_precision_at_recall", "PROFILE_SIZES", "method_params", "report_experiment",
+           "report_label_stage", "localisation_text", "report_recall_tables", "report_leads",
+           "paper_vs_ours", "summary_note"]
 
 THRESHOLDS = graph.BINARIZE_RULES
 PAPER_THRESHOLDS = ("zero", "mean", "median")
@@ -355,62 +357,10 @@ class DSTH:
 
 # ---------------------------------------------------------------------------
 # protocols: queries from the test split, the rest of the test split as database
+# (the protocol now lives in hashstudy.protocols; the old name stays importable)
 
-
-def _base_protocol(query_per_class, n_query) -> tuple[str, dict]:
-    if (query_per_class is None) == (n_query is None):
-        raise ValueError("give exactly one of query_per_class and n_query")
-    if query_per_class is not None:
-        base = {10: "test10pc-train", 100: "test100pc-train"}.get(int(query_per_class))
-        return (base, {}) if base else ("test10pc-train",
-                                         {"query_per_class": int(query_per_class)})
-    return "test1k-train", ({} if int(n_query) == 1000 else {"n_query": int(n_query)})
-
-
-def test_query_split(dataset: str, *, seed: int = 0, query_per_class: Optional[int] = None,
-                     n_query: Optional[int] = None, n_train: Optional[int] = None,
-                     root=None) -> protocols.Split:
-    """Queries from the test split, the other test images as database (DSTH sec. 3.1).
-
-    The paper maps "10,000 test images into hash codes" and draws "10 samples
-    respectively and randomly in each category" as queries; the database is
-    therefore the test split less the queries, every item of which is unseen
-    by every method. Training uses ``n_train`` random training images (all
-    when ``None``).
-
-    The query draw is the saved split of the built-in protocol
-    ``test10pc-train`` (``query_per_class``; ``test100pc-train`` for 100) or
-    ``test1k-train`` (``n_query``), and the training draw the saved
-    ``test-train[n_database=n_train]``, both from :func:`hashstudy.protocols.get_split`,
-    so they are drawn once and reused.
-
-    Returns
-    -------
-    Split
-        Indices into the dataset's pool (training split, then test split),
-        named e.g. ``test10pc-test[n_train=10000]``.
-    """
-    base, overrides = _base_protocol(query_per_class, n_query)
-    q_split = protocols.get_split(dataset, base, seed, root=root, **overrides)
-    n_tr, n_te = q_split.n_train_split, q_split.n_test_split
-    if n_train is not None and int(n_train) < n_tr:
-        train = protocols.get_split(dataset, "test-train", seed, root=root,
-                                    n_database=int(n_train)).train
-        overrides = {**overrides, "n_train": int(n_train)}
-    else:
-        train = np.arange(n_tr, dtype=np.int64)
-    database = np.setdiff1d(np.arange(n_tr, n_tr + n_te), q_split.query)
-    if database.size == 0:
-        raise ValueError("every test image is a query; lower query_per_class / n_query")
-    name = base.replace("-train", "-test")
-    if overrides:
-        name += "[" + ",".join(f"{k}={v}" for k, v in overrides.items()) + "]"
-    who = (f"{query_per_class} random test images per class" if query_per_class is not None
-           else f"{n_query} random test images")
-    description = (f"{who} as queries, the other test images as database; training on "
-                   f"{train.size} random training images")
-    return dataclasses.replace(q_split, protocol=name, name=name, database=database,
-                               train=train.astype(np.int64), description=description)
+test_query_split = protocols.test_query_split
+_base_protocol = protocols._test_query_base
 
 
 # ---------------------------------------------------------------------------
@@ -420,7 +370,7 @@ def test_query_split(dataset: str, *, seed: int = 0, query_per_class: Optional[i
 class _Rows:
     """A hasher fed with rows of its own input array, selected by pool index.
 
-    :func:`hashstudy.evaluation.compare` passes ``X[split.train]``; the
+    :func:`hashstudy.evaluation.run` passes ``X[split.train]``; the
     experiments pass pool indices as ``X`` (shape (N, 1)), so each method can
     see its own representation of the same images (full-resolution images
     for the deep methods, pixel vectors for the shallow ones).
@@ -798,7 +748,7 @@ def run_experiment(dataset: str, n_bits: int, *, queries: Mapping[str, Mapping],
 
     Every method trains once per protocol on the same training images and
     is evaluated on each protocol's queries and database with
-    :func:`hashstudy.evaluation.compare`; trained networks, hash labels and
+    :func:`hashstudy.evaluation.run`; trained networks, hash labels and
     CNNH's stage-1 codes are cached, so the second protocol only re-encodes.
 
     Parameters
@@ -904,9 +854,9 @@ def run_experiment(dataset: str, n_bits: int, *, queries: Mapping[str, Mapping],
     index = np.arange(len(images))[:, None]
     tables, codes = [], {}
     for prefix, split in splits.items():
-        t, c = evaluation.compare(list(methods), [bits], index, labels, split, seed=seed,
-                                  metric_keys=list(metric_keys), extra=extra,
-                                  progress=progress)
+        result = evaluation.run(list(methods), [bits], index, labels, split, seed=seed,
+                                metric_keys=list(metric_keys), extra=extra, progress=progress)
+        t, c = result.table, result.codes
         t.insert(0, "prefix", prefix)
         tables.append(t)
         codes[prefix] = c
@@ -914,3 +864,251 @@ def run_experiment(dataset: str, n_bits: int, *, queries: Mapping[str, Mapping],
                       labels, images,
                       {m: made[m] for m in ("dsth", PAPER_METHOD, "cnnh") if m in made},
                       sources)
+
+
+# ---------------------------------------------------------------------------
+# notebook 01: profile sizes, and the report of an experiment (tables, metrics, texts)
+
+PROFILE_SIZES = {
+    # the synthetic smoke data (300 MNIST training / 100 test images)
+    "smoke": dict(n_train=300, stl10_train=50, q10=2, q1k=5, widths=(4, 8, 8), hidden=32,
+                  feature_epochs=2, hash_epochs=2, batch_size=32, cnnh_train=300,
+                  cnnh_epochs=2, sweeps=3, stl10_widths=(4, 4, 4)),
+    # a third of the paper's training set and small CNNs, for 2 CPU cores
+    "quick": dict(n_train=10000, stl10_train=10000, q10=10, q1k=100, widths=(8, 16, 32),
+                  hidden=128, feature_epochs=3, hash_epochs=6, batch_size=64, cnnh_train=5000,
+                  cnnh_epochs=6, sweeps=10, stl10_widths=(8, 16, 32)),
+    # sec. 3 (30,000 MNIST / 10,000 STL-10 training images) with Xia et al.'s widths
+    "paper": dict(n_train=30000, stl10_train=10000, q10=10, q1k=100, widths=(32, 64, 128),
+                  hidden=500, feature_epochs=10, hash_epochs=20, batch_size=64,
+                  cnnh_train=10000, cnnh_epochs=20, sweeps=20, stl10_widths=(32, 64, 128)),
+}
+"""Sizes of notebook 01 per profile: training images (``n_train``, ``stl10_train``), queries
+per class of the two protocols (``q10``, ``q1k``), the CNNs (``widths``, ``hidden``,
+``batch_size``, epochs) and CNNH's stage 1 (``cnnh_train`` images, ``sweeps``)."""
+
+
+def method_params(sizes: Mapping, *, k: int, threshold: str, supervised_stage: bool = True,
+                  finetune: bool = True, widths=None, feature_epochs=None,
+                  hash_epochs=None) -> tuple[dict, dict]:
+    """Keyword arguments of :class:`DSTH` and :class:`hashstudy.cnnh.CNNH` for notebook 01.
+
+    ``sizes`` is a :data:`PROFILE_SIZES` entry; ``widths`` and the epochs override the
+    profile's choice where given. Both networks share widths, hidden units and batch size.
+    """
+    net = dict(widths=tuple(widths or sizes["widths"]), hidden=sizes["hidden"],
+               batch_size=sizes["batch_size"])
+    dsth_params = dict(k=k, threshold=threshold, supervised_stage=supervised_stage,
+                       finetune=finetune, feature_epochs=feature_epochs or sizes["feature_epochs"],
+                       hash_epochs=hash_epochs or sizes["hash_epochs"], **net)
+    cnnh_params = dict(n_train=sizes["cnnh_train"], epochs=sizes["cnnh_epochs"],
+                       n_sweeps=sizes["sweeps"], **net)
+    return dsth_params, cnnh_params
+
+
+def report_experiment(report, exp: Experiment, *, verbose: bool = True) -> None:
+    """Record an experiment's protocols (one per prefix), data sources and metrics."""
+    for prefix, split in exp.splits.items():
+        report.protocol(split, prefix=f"{prefix}/")
+        if verbose:
+            print(f"{prefix}/...: {split}\n    {split.description}")
+    for name, source in exp.sources.items():
+        report.source(name, source)
+    for key, value in exp.metrics().items():
+        report.add(key, value)
+
+
+def report_label_stage(report, exp: Experiment, prefix: str, *,
+                       labels: Optional[Mapping[str, str]] = None):
+    """:func:`label_stage_summary` of ``dsth`` and of :data:`PAPER_METHOD`, recorded and tabled.
+
+    Every key of ``dsth``'s summary goes to ``<prefix>/dsth/<bits>/label_stage_<key>``; the
+    paper's reading shares the graph and eigenvectors, so only its ``hash_label_balance`` and
+    ``hash_labels_reproduced`` are recorded. Returns both summaries side by side (DataFrame,
+    columns named by ``labels``).
+    """
+    import pandas as pd
+
+    labels = dict(labels or {})
+    stage = label_stage_summary(exp)
+    for key, value in stage.items():
+        report.add(f"{prefix}/dsth/{exp.n_bits}/label_stage_{key}", value)
+    paper = label_stage_summary(exp, pixel_knn=False, method=PAPER_METHOD)
+    for key in ("hash_label_balance", "hash_labels_reproduced"):
+        report.add(f"{prefix}/{PAPER_METHOD}/{exp.n_bits}/label_stage_{key}", paper[key])
+    return pd.DataFrame({labels.get("dsth", "dsth"): pd.Series(stage),
+                         labels.get(PAPER_METHOD, PAPER_METHOD): pd.Series(paper)})
+
+
+def localisation_text(dominant, n_bits: Optional[int] = None) -> str:
+    """What :func:`eigenvector_localisation` found, in two sentences (notebook 01, sec. 2.1b)."""
+    dominant = np.asarray(dominant)
+    n_bits = len(dominant) if n_bits is None else n_bits
+    return (
+        f"{int((dominant >= 0.9).sum())} of the {n_bits} eigenvectors keep at least 90% of "
+        f"their squared mass in a single class, and {int((dominant >= 0.5).sum())} at least "
+        f"half of it; the first {int(np.argmax(dominant >= 0.5))} spread over several classes. "
+        "The sign of such an eigenvector separates images inside its class and is close to "
+        "random on the others, which adds Hamming distance between same-class images of every "
+        "other class; the normalised-cut threshold cuts it inside its class and gives every "
+        "other image the same bit.")
+
+
+def report_recall_tables(report, exp: Experiment, rows: Sequence[str]):
+    """Precision at recall 0.1 ... 1.0 of every protocol, from the Hamming ranking
+    (:meth:`Experiment.recall_table`, table ``<prefix>_precision_at_recall``) and read off the
+    Hamming-radius curves (:meth:`Experiment.radius_recall_table`, table
+    ``<prefix>_radius_precision_at_recall``), rows in the order ``rows``.
+
+    Returns one DataFrame indexed by ``(protocol, curve, method)``, curve ``ranking`` or
+    ``radius``.
+    """
+    import pandas as pd
+
+    parts = {}
+    for prefix in exp.splits:
+        ranking = exp.recall_table(prefix).loc[list(rows)]
+        radius = exp.radius_recall_table(prefix).loc[list(rows)]
+        report.table(f"{prefix}_precision_at_recall", ranking, index=True)
+        report.table(f"{prefix}_radius_precision_at_recall", radius, index=True)
+        parts[(prefix, "ranking")], parts[(prefix, "radius")] = ranking, radius
+    return pd.concat(parts, names=["protocol", "curve", "method"])
+
+
+def report_leads(report, exp: Experiment, *, rivals: Sequence[str] = ("cnnh",),
+                 baselines: Sequence[str] = ("sh", "sph", "sth", "itq"),
+                 table: Optional[str] = None):
+    """Over which recall range each DSTH reading stays ahead (:meth:`Experiment.leads`).
+
+    For every protocol, both readings (``dsth``, :data:`PAPER_METHOD`) and both kinds of
+    curve (:data:`CURVES`), records ``<prefix>/<method>/<bits>/[radius_]above_<rival>_until_recall``.
+    Returns the levels as a DataFrame (one column per protocol/method/curve, ``radius_``
+    dropped from the row names), also written as ``table`` when given.
+    """
+    import pandas as pd
+
+    leads = {}
+    for prefix in exp.splits:
+        for method in ("dsth", PAPER_METHOD):
+            for curve in CURVES:
+                values = exp.leads(prefix, method, rivals=list(rivals), baselines=list(baselines),
+                                   curve=curve)
+                report.add_many(f"{prefix}/{method}/{exp.n_bits}", values)
+                leads[f"{prefix}/{method}/{curve}"] = {k.removeprefix("radius_"): v
+                                                       for k, v in values.items()}
+    frame = pd.DataFrame(leads)
+    if table:
+        report.table(table, frame, index=True)
+    return frame
+
+
+_CURVE_WORDS = {"": "read on the ranking-based precision-at-recall table",
+                "radius_": "read on the Hamming-radius PR curve (as Fig. 2)"}
+
+
+def paper_vs_ours(report, *, threshold: str, paper_threshold: str, dataset: str = "mnist",
+                  stl10_present: bool = False, labels: Optional[Mapping[str, str]] = None,
+                  paper: str = "01_dsth_mm2015"):
+    """The paper's recall levels (``paper_numbers.csv``) against ours, for both readings of
+    eq. 7 and both kinds of curve: each transcribed ``.../dsth/...`` key is the reference of
+    the same key for ``dsth`` and :data:`PAPER_METHOD`, with and without ``radius_``.
+
+    Writes the table ``paper_vs_ours`` and the text ``paper_vs_ours.md`` (one line per key:
+    ours, the paper's, the source and why they differ) and returns the table.
+    """
+    import pandas as pd
+
+    from .reporting import compare_with_paper
+
+    labels = dict(labels or {})
+    why = {
+        "stl10/dsth/": ("Ours: the profile's CNN sizes and training lengths; the baselines see "
+                        "32x32 block-averaged pixels; queries and database from the test split."
+                        if stl10_present else
+                        "Not measured: STL-10 is not under the data root (section 3)."),
+        "mnist/dsth/": (f"Ours: eq. 7's threshold, which the paper does not give, is "
+                        f"`{threshold}` for dsth and `{paper_threshold}` for {PAPER_METHOD}; "
+                        "the smaller CNNs, fewer training images and epochs of the profile; "
+                        "Adam + cross-entropy instead of the perceptron rule; queries and "
+                        "database from the test split; the paper's figure is an average over "
+                        "100 queries, so small gaps between curves are within query-sampling "
+                        "noise." if dataset == "mnist" else
+                        f"Not measured: this run uses the dataset `{dataset}`, not MNIST."),
+    }
+    base = compare_with_paper(report.metrics, paper, why=why)
+    rows = []
+    for r in base.to_dict("records"):
+        for method in ("dsth", PAPER_METHOD):
+            for curve, words in _CURVE_WORDS.items():
+                key = r["key"].replace("/dsth/", f"/{method}/").replace("/above_",
+                                                                        f"/{curve}above_")
+                ours = report.metrics.get(key)
+                ours = float("nan") if ours is None else float(ours)
+                reading = "the study's" if method == "dsth" else "the paper's"
+                rows.append({**r, "key": key, "ours": ours, "difference": ours - r["paper"],
+                             "note": f"{labels.get(method, method)}: {reading} threshold, "
+                                     f"{words}. {r['note']}"})
+    frame = pd.DataFrame(rows, columns=base.columns)
+    report.table("paper_vs_ours", frame)
+    lines = []
+    for r in frame.itertuples():
+        if pd.isna(r.ours):
+            lines.append(f"- `{r.key}`: the paper's {r.paper:g} ({r.source}) has no measurement "
+                         "in this run.")
+        else:
+            lines.append(f"- `{r.key}`: ours {r.ours:g} vs the paper's {r.paper:g} "
+                         f"({r.source}). {r.note}")
+    report.text("paper_vs_ours.md", "\n".join(lines) + "\n")
+    return frame
+
+
+def summary_note(metrics: Mapping[str, float], exp: Experiment, *, rows: Sequence[str],
+                 labels: Optional[Mapping[str, str]] = None, readings: Mapping[str, str],
+                 k: int, title: str, profile: str, localisation: str = "",
+                 stl10_bits: Optional[int] = None) -> str:
+    """Notebook 01's closing note (markdown) from a report's metrics: mAP@all and precision at
+    recall 0.1/0.5/0.7 of every method and protocol at ``exp.n_bits``, the recall range over
+    which each DSTH reading leads the shallow baselines and CNNH on both kinds of curve, what
+    the unsupervised stage achieved, and STL-10's mAP@all (``stl10_bits``; ``None``: skipped).
+    The verdicts themselves are the claims ledger's."""
+    m, b, labels = metrics, exp.n_bits, dict(labels or {})
+    first = next(iter(exp.splits))
+
+    def row(prefix, method):
+        return (f"| {prefix}/ | {labels.get(method, method)} | "
+                f"{m[f'{prefix}/{method}/{b}/map_all']:.3f} | "
+                + " | ".join(f"{m[f'{prefix}/{method}/{b}/precision@recall{lv}']:.3f}"
+                             for lv in (0.1, 0.5, 0.7)) + " |")
+
+    def lead(prefix, method, curve=""):
+        return (f"at or above every shallow baseline up to recall "
+                f"{m[f'{prefix}/{method}/{b}/{curve}above_baselines_until_recall']:g}; above "
+                f"CNNH up to recall {m[f'{prefix}/{method}/{b}/{curve}above_cnnh_until_recall']:g}")
+
+    stage = f"{first}/dsth/{b}/label_stage_"
+    note = [f"**{title}, {b} bits, profile `{profile}`** (queries and database from the test "
+            f"split; {exp.splits[first].train.size} training images; `{PAPER_METHOD}` is DSTH "
+            f"with the paper's reading of eq. 7, `{readings[PAPER_METHOD]}`, `dsth` with the "
+            f"study's, `{readings['dsth']}`):", "",
+            "| protocol | method | mAP@all | P@R=0.1 | P@R=0.5 | P@R=0.7 |",
+            "| --- | --- | --- | --- | --- | --- |"]
+    note += [row(p, meth) for p in exp.splits for meth in rows]
+    for p in exp.splits:
+        for method, whose in ((PAPER_METHOD, "the paper's reading"),
+                              ("dsth", "the study's threshold")):
+            note += ["", f"- `{p}/`, DSTH with {whose} (`{readings[method]}`): on the ranking, "
+                     f"{lead(p, method)}; on the Hamming-radius curve (as Fig. 2), "
+                     f"{lead(p, method, 'radius_')}."]
+    note += ["", f"- Unsupervised stage: {m[stage + 'knn_label_precision_cnn']:.1%} of the {k} "
+             f"graph neighbours share the image's class in CNN-feature space "
+             f"({m[stage + 'knn_label_precision_pixels']:.1%} in pixel space); the hash "
+             f"function reproduces {m[stage + 'hash_labels_reproduced']:.1%} of the training "
+             f"hash-label bits with the study's threshold and "
+             f"{m[f'{first}/{PAPER_METHOD}/{b}/label_stage_hash_labels_reproduced']:.1%} with "
+             f"the paper's reading. " + localisation]
+    note += ["", "- STL-10 (Fig. 3): " + (
+        f"DSTH mAP@all {m[f'stl10/dsth/{stl10_bits}/map_all']:.3f} (paper's reading "
+        f"{m[f'stl10/{PAPER_METHOD}/{stl10_bits}/map_all']:.3f}), CNNH "
+        f"{m[f'stl10/cnnh/{stl10_bits}/map_all']:.3f}." if stl10_bits else
+        "skipped, the data are not on this machine (see section 3).")]
+    return "\n".join(note)

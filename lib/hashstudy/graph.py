@@ -53,6 +53,7 @@ __all__ = [
     "knn_graph",
     "laplacian_eigenmap",
     "binarize",
+    "spectral_codes",
     "expand_neighbors",
     "expanded_neighbors",
     "label_precision",
@@ -839,6 +840,25 @@ def binarize(Y, rule: str = "mean", thresholds=None, W=None) -> tuple[np.ndarray
         raise ValueError("thresholds must be finite")
     bits = (Y >= thresholds).astype(np.uint8)
     return bits, thresholds
+
+
+def spectral_codes(X, n_bits: int, k: int, rule: str = "median", weight: str = "cosine",
+                   seed: int = 0) -> np.ndarray:
+    """Self-taught hash labels in one call: kNN graph, Laplacian eigenmap, threshold.
+
+    :func:`knn_graph` (eq. 1 of DSTH, cosine weights by default), the ``n_bits``
+    smallest non-trivial solutions of ``L v = lambda D v`` (:func:`laplacian_eigenmap`,
+    eq. 5-6) and one threshold per bit (:func:`binarize`, eq. 7; ``"ncut"`` on the same
+    graph). A toy version of the unsupervised stage of :class:`hashstudy.dsth.DSTH`.
+
+    Returns
+    -------
+    ndarray of uint8, shape (N, n_bits)
+        {0, 1} codes (1 for the ``+1`` of eq. 7).
+    """
+    W = knn_graph(X, k, weight=weight)
+    Y, _ = laplacian_eigenmap(W, n_bits, seed=seed)
+    return binarize(Y, rule, W=W)[0]
 
 
 # ---------------------------------------------------------------------------

@@ -2,11 +2,12 @@
 
 Every notebook takes a ``profile`` parameter and looks its sizes up in a table
 of the three profiles: training images, queries, epochs, network widths and so
-on. Notebooks 03 and 06 keep that table in the library
-(``autoencoder.PROFILE_SIZES``, ``crosspaper.PROFILE_SIZES``); the others
-define it in their setup cell as ``SIZES = {...}``. This module reads both
-(the notebooks' tables as literals from their source, nothing is executed) and
-prints them side by side::
+on. Each paper's table lives in its library module as ``PROFILE_SIZES``
+(``baseline_study``, ``dsth``, ``latent``, ``autoencoder``, ``ddh``,
+``dsth_journal``, ``crosspaper``), and its notebook names it in its setup cell
+(``SIZES = <module>.PROFILE_SIZES``); a notebook may instead define ``SIZES =
+{...}`` itself, read as a literal from its source (nothing is executed). This
+module finds either and prints them side by side::
 
     python -m hashstudy.profiles                 # every notebook, Markdown
     python -m hashstudy.profiles 04_ddh 06_cross_paper
@@ -17,6 +18,7 @@ import argparse
 import ast
 import importlib
 import json
+from pathlib import Path
 from typing import Optional, Sequence
 
 from . import config
@@ -46,32 +48,60 @@ def _sizes_node(source: str) -> Optional[ast.AST]:
     return None
 
 
-def notebook_sizes(notebook: str) -> dict:
-    """``{profile: {setting: value}}`` of ``notebook`` (a name under ``notebooks/``).
+def _library_table(source: str) -> Optional[str]:
+    """The module of the first ``<module>.PROFILE_SIZES`` that ``source`` names, where
+    ``<module>`` is a library module it imports (``from hashstudy import dsth_journal as dj``
+    and ``dj.PROFILE_SIZES`` give ``"dsth_journal"``)."""
+    tree = ast.parse(source)
+    aliases = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "hashstudy":
+            aliases.update({a.asname or a.name: a.name for a in node.names})
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr == "PROFILE_SIZES" \
+                and isinstance(node.value, ast.Name) and node.value.id in aliases:
+            return aliases[node.value.id]
+    return None
 
+
+def notebook_sizes(notebook: str) -> dict:
+    """``{profile: {setting: value}}`` of ``notebook`` (a name under ``notebooks/``, or the
+    path of a notebook file).
+
+    The table is the ``PROFILE_SIZES`` of the library module the notebook names
+    (``<module>.PROFILE_SIZES``), or else a literal ``SIZES = {...}`` in its code.
     Raises ``ValueError`` naming the notebooks that exist when there is no such
-    notebook, and when the notebook has no ``SIZES`` table.
+    notebook, and when the notebook has neither.
     """
-    folder = config.repo_root() / "notebooks"
-    names = sorted(p.stem for p in folder.glob("[0-9][0-9]_*.ipynb"))
-    config.check_choice("notebook", notebook, names)
-    cells = json.loads((folder / f"{notebook}.ipynb").read_text())["cells"]
+    path = Path(notebook)
+    if path.suffix != ".ipynb":
+        folder = config.repo_root() / "notebooks"
+        names = sorted(p.stem for p in folder.glob("[0-9][0-9]_*.ipynb"))
+        config.check_choice("notebook", notebook, names)
+        path = folder / f"{notebook}.ipynb"
+    cells = json.loads(path.read_text())["cells"]
+    sources = []
     for cell in cells:
         if cell["cell_type"] != "code":
             continue
         try:
-            node = _sizes_node("".join(cell["source"]))
+            ast.parse("".join(cell["source"]))
         except SyntaxError:  # a cell with shell escapes: no table there
             continue
+        sources.append("".join(cell["source"]))
+    module = _library_table("\n".join(sources))
+    if module is not None:
+        table = getattr(importlib.import_module(f"hashstudy.{module}"), "PROFILE_SIZES")
+        return {p: dict(v) for p, v in table.items()}
+    for source in sources:
+        node = _sizes_node(source)
         if node is None:
             continue
-        if isinstance(node, ast.Subscript):  # SIZES = {...}[profile] or module.PROFILE_SIZES[...]
+        if isinstance(node, ast.Subscript):  # SIZES = {...}[profile]
             node = node.value
-        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
-            module = importlib.import_module(f"hashstudy.{node.value.id}")
-            return {p: dict(v) for p, v in getattr(module, node.attr).items()}
         return _value(node)
-    raise ValueError(f"{notebook} defines no SIZES table of its profiles")
+    raise ValueError(f"{path.stem} names no <module>.PROFILE_SIZES and defines no SIZES table "
+                     "of its profiles")
 
 
 def _flat(d: dict, prefix: str = "") -> dict:

@@ -59,6 +59,8 @@ __all__ = [
     "make_split",
     "get_split",
     "load_pool",
+    "holdout_split",
+    "ddh_holdout",
 ]
 
 
@@ -327,3 +329,230 @@ def load_pool(dataset: str, *, root=None):
     test = data.load(dataset, "test", root=root)
     return (np.concatenate([train.images, test.images]),
             np.concatenate([train.labels, test.labels]), list(train.classes))
+
+
+# --------------------------------------------------------------------------- #
+# Notebook 04 (04_ddh): model-selection splits inside a protocol's training
+# images (hashstudy.ddh keeps ``holdout_split`` as an alias)
+# --------------------------------------------------------------------------- #
+
+
+def _save_derived(split: Split) -> Split:
+    """Save a split derived from another one under ``<cache>/splits`` (by its name and seed)."""
+    path = _split_path(split.dataset or "pool", split.name.replace("/", "--"), split.seed)
+    saved = cache.load_if_intact(path)
+    if saved is None or not all(np.array_equal(saved[k], getattr(split, k))
+                                for k in ("query", "database", "train")):
+        cache.save_arrays(path, query=split.query, database=split.database, train=split.train)
+    return split
+
+
+def holdout_split(split: Split, labels, query_per_class: int, seed: int = 0) -> Split:
+    """A model-selection split inside the training images of ``split``.
+
+    Queries are ``query_per_class`` training images per class; the other
+    training images are the database and the training set. The test queries
+    of ``split`` are never touched, so hyper-parameters chosen on this split
+    do not look at them.
+
+    Parameters
+    ----------
+    split : Split
+    labels : array_like of int, shape (N_pool,)
+        Labels of the pool ``split`` indexes.
+    query_per_class : int
+    seed : int
+
+    Returns
+    -------
+    Split
+        Named ``"<split.name>/holdout[query_per_class=q]"``.
+    """
+    labels = np.asarray(labels)
+    if isinstance(query_per_class, (bool, np.bool_)) or \
+            not isinstance(query_per_class, (int, np.integer)) or query_per_class < 1:
+        raise ValueError(f"query_per_class must be a positive integer, got {query_per_class!r}")
+    q = int(query_per_class)
+    rng = np.random.default_rng(seed)
+    train = np.asarray(split.train)
+    picked = []
+    for c in np.unique(labels[train]):
+        members = train[labels[train] == c]
+        if members.size <= q:
+            raise ValueError(f"class {c} has {members.size} training images; cannot hold out {q}")
+        picked.append(rng.choice(members, q, replace=False))
+    query = np.sort(np.concatenate(picked))
+    rest = np.setdiff1d(train, query)
+    return dataclasses.replace(
+        split, name=f"{split.name}/holdout[query_per_class={q}]", seed=int(seed), query=query,
+        database=rest, train=rest,
+        description=f"{q} training images per class as queries against the other training "
+                    f"images (database and training set); model selection only")
+
+
+def ddh_holdout(split: Split, fit_index, holdout_index, *, save: bool = True) -> Split:
+    """The early-stopping split of a fitted DDH model, as a named, saved split.
+
+    ``fit_index`` and ``holdout_index`` are the rows of ``split.train`` that
+    :class:`hashstudy.ddh.DDH` fitted and held out (its ``fit_index_`` and
+    ``holdout_index_``, drawn with its seed): the held-out training images
+    are the queries and the fitted ones the database and training set. The
+    test queries of ``split`` take no part. Named
+    ``"<split.name>/ddh-holdout[<number held out>]"`` and saved under
+    ``<cache>/splits`` (``save=False``: not saved).
+    """
+    train = np.asarray(split.train)
+    fit_index, holdout_index = np.asarray(fit_index), np.asarray(holdout_index)
+    if np.intersect1d(fit_index, holdout_index).size:
+        raise ValueError("a training row is both fitted and held out")
+    out = dataclasses.replace(
+        split, name=f"{split.name}/ddh-holdout[{holdout_index.size}]", query=train[holdout_index],
+        database=train[fit_index], train=train[fit_index],
+        description="the reported DDH's held-out training images as queries against its fitted images")
+    return _save_derived(out) if save else out
+
+
+# --------------------------------------------------------------------------- #
+# Notebook 03 (03_tanh_autoencoder): test-vs-test, random test queries against
+# the whole test split, each query's own image left out of its ranking
+# --------------------------------------------------------------------------- #
+# The paper: "use the encoder to create hash codes for the test images ... randomly select an
+# image, generate binary code and search through the codes derived from test set". The database
+# is the whole test split, so it holds every query: the evaluation leaves each query's own image
+# out of its ranking (hashstudy.autoencoder.evaluate_excluding_self). The draw (queries, then an
+# optional training subset) is not one of make_split's, so the protocol is this function, named
+# "test-vs-test" in every Split it returns.
+
+__all__ += ["TEST_VS_TEST", "test_vs_test_split"]
+
+TEST_VS_TEST = ("random test images as queries against the whole test split as database (each "
+                "query's own image removed from its ranking); hash functions trained on the "
+                "training split")
+
+
+def test_vs_test_split(dataset: str, n_query: int, seed: int = 0, *, n_train: Optional[int] = None,
+                       root=None) -> Split:
+    """Notebook 03's protocol (the tanh-autoencoder paper, sec. 5) as a :class:`Split`, saved once.
+
+    Parameters
+    ----------
+    dataset : str
+        A name known to :mod:`hashstudy.data`.
+    n_query : int
+        Random test images used as queries (not stratified).
+    seed : int
+        Seed of the draw (queries first, then the training subset).
+    n_train : int, optional
+        A random subset of the training split to train on (default: all of it).
+
+    Returns
+    -------
+    Split
+        ``query``: sorted test pool indices; ``database``: every test pool
+        index ``n_train_split .. n_train_split + n_test_split - 1``; ``train``:
+        sorted training indices. Its name is ``"test-vs-test"`` plus the sizes,
+        e.g. ``"test-vs-test[n_query=1000,n_train=20000]"``. The draw is saved
+        under ``<cache>/splits`` and reloaded; a saved draw for different labels
+        raises :class:`SplitMismatchError`.
+    """
+    from . import data
+
+    train = data.load(dataset, "train", root=root)
+    test = data.load(dataset, "test", root=root)
+    n_tr, n_te = len(train.labels), len(test.labels)
+    for name, value, high in (("n_query", n_query, n_te), ("n_train", n_train, n_tr)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if value > high:
+            raise ValueError(f"{name}={value} exceeds the {high} images available in {dataset}")
+    h = hashlib.sha256(np.ascontiguousarray(train.labels).tobytes() + b"|"
+                       + np.ascontiguousarray(test.labels).tobytes())
+    digest = np.frombuffer(h.hexdigest()[:16].encode(), dtype=np.uint8)
+    sizes = f"n_query={n_query}" + (f",n_train={n_train}" if n_train is not None else "")
+    name = f"test-vs-test[{sizes}]"
+
+    def draw():
+        rng = np.random.default_rng(seed)
+        query = np.sort(rng.choice(n_te, size=n_query, replace=False)) + n_tr
+        tr = (np.arange(n_tr) if n_train is None
+              else np.sort(rng.choice(n_tr, size=n_train, replace=False)))
+        return {"query": query.astype(np.int64), "train": tr.astype(np.int64), "labels_digest": digest}
+
+    path = config.cache_dir("splits") / f"{data.file_token(dataset)}-test-vs-test_{sizes.replace(',', '_').replace('=', '')}-seed{seed}.npz"
+    saved = cache.cached_arrays(path, draw)
+    if not np.array_equal(saved["labels_digest"], digest):
+        raise SplitMismatchError(
+            f"the saved split {path} was drawn for different {dataset} labels than the data now at "
+            f"{train.source}; delete that file to draw the split anew")
+    return Split(dataset=dataset, protocol="test-vs-test", name=name, seed=int(seed),
+                           query=saved["query"], database=np.arange(n_tr, n_tr + n_te, dtype=np.int64),
+                           train=saved["train"], n_train_split=n_tr, n_test_split=n_te,
+                           description=TEST_VS_TEST)
+
+
+# --------------------------------------------------------------------------- #
+# Notebooks 01 and 05 (DSTH, both versions): queries from the test split, the
+# other test images as database, training on random training images
+# (hashstudy.dsth keeps ``test_query_split`` as an alias)
+# --------------------------------------------------------------------------- #
+
+
+def _test_query_base(query_per_class, n_query) -> tuple[str, dict]:
+    if (query_per_class is None) == (n_query is None):
+        raise ValueError("give exactly one of query_per_class and n_query")
+    if query_per_class is not None:
+        base = {10: "test10pc-train", 100: "test100pc-train"}.get(int(query_per_class))
+        return (base, {}) if base else ("test10pc-train",
+                                         {"query_per_class": int(query_per_class)})
+    return "test1k-train", ({} if int(n_query) == 1000 else {"n_query": int(n_query)})
+
+
+def test_query_split(dataset: str, *, seed: int = 0, query_per_class: Optional[int] = None,
+                     n_query: Optional[int] = None, n_train: Optional[int] = None,
+                     root=None) -> Split:
+    """Queries from the test split, the other test images as database (DSTH sec. 3.1, notebook 01).
+
+    The paper maps "10,000 test images into hash codes" and draws "10 samples
+    respectively and randomly in each category" as queries; the database is
+    therefore the test split less the queries, every item of which is unseen
+    by every method. Training uses ``n_train`` random training images (all
+    when ``None``).
+
+    The query draw is the saved split of the built-in protocol
+    ``test10pc-train`` (``query_per_class``; ``test100pc-train`` for 100) or
+    ``test1k-train`` (``n_query``), and the training draw the saved
+    ``test-train[n_database=n_train]``, both from :func:`hashstudy.get_split`,
+    so they are drawn once and reused.
+
+    Returns
+    -------
+    Split
+        Indices into the dataset's pool (training split, then test split),
+        named e.g. ``test10pc-test[n_train=10000]``.
+    """
+    base, overrides = _test_query_base(query_per_class, n_query)
+    q_split = get_split(dataset, base, seed, root=root, **overrides)
+    n_tr, n_te = q_split.n_train_split, q_split.n_test_split
+    if n_train is not None and int(n_train) < n_tr:
+        train = get_split(dataset, "test-train", seed, root=root,
+                                    n_database=int(n_train)).train
+        overrides = {**overrides, "n_train": int(n_train)}
+    else:
+        train = np.arange(n_tr, dtype=np.int64)
+    database = np.setdiff1d(np.arange(n_tr, n_tr + n_te), q_split.query)
+    if database.size == 0:
+        raise ValueError("every test image is a query; lower query_per_class / n_query")
+    name = base.replace("-train", "-test")
+    if overrides:
+        name += "[" + ",".join(f"{k}={v}" for k, v in overrides.items()) + "]"
+    who = (f"{query_per_class} random test images per class" if query_per_class is not None
+           else f"{n_query} random test images")
+    description = (f"{who} as queries, the other test images as database; training on "
+                   f"{train.size} random training images")
+    return dataclasses.replace(q_split, protocol=name, name=name, database=database,
+                               train=train.astype(np.int64), description=description)
+
+
+__all__.append("test_query_split")
