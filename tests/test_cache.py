@@ -94,3 +94,30 @@ def test_check_choice_and_bits_messages():
         config.check_bits(2000)
     with pytest.raises(TypeError):
         config.check_bits([16.5])
+
+
+def test_array_digest_keeps_the_method_modules_cache_keys():
+    # the formulas the method modules keyed their caches with before the digest moved here
+    import hashlib
+
+    a = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    b = np.array([1, 0], dtype=np.int64)
+
+    def typed(*arrays):
+        h = hashlib.sha256()
+        for x in arrays:
+            x = np.ascontiguousarray(x)
+            h.update(f"{x.dtype}{x.shape}".encode())
+            h.update(memoryview(x).cast("B"))
+        return h.hexdigest()
+
+    shape_only = hashlib.sha256(str(a.shape).encode())
+    shape_only.update(np.ascontiguousarray(a).data)
+    assert cache.array_digest(a, b) == typed(a, b)[:20]  # CNNH, DSTH, DDH, journal DSTH
+    assert cache.array_digest(a, b, length=64) == typed(a, b)  # latent-layer CNN
+    assert cache.array_digest(a, length=16, with_dtype=False) == shape_only.hexdigest()[:16]
+    assert cache.array_digest(a) != cache.array_digest(a.astype(np.int16))  # dtype is part of it
+    assert cache.array_digest(a) != cache.array_digest(a.reshape(3, 2, 4))  # so is the shape
+    import torch
+
+    assert cache.array_digest(torch.from_numpy(b)) == cache.array_digest(b)

@@ -88,7 +88,6 @@ for retrieval figures.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 import re
 from dataclasses import dataclass, field
@@ -99,7 +98,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from . import baselines, config, evaluation, hamming, metrics, protocols, training
+from . import baselines, cache, config, evaluation, hamming, metrics, protocols, training
 
 __all__ = [
     "scaled_tanh",
@@ -707,12 +706,6 @@ def train_autoencoder(model: TanhAutoencoder, images: np.ndarray, schedule: BSch
             "schedule": schedule.as_dict()}
 
 
-def _digest(images: np.ndarray) -> str:
-    h = hashlib.sha256(str(images.shape).encode())
-    h.update(np.ascontiguousarray(images).data)
-    return h.hexdigest()[:16]
-
-
 class TanhAEHasher:
     """The autoencoder as a hasher: ``fit(images)``, ``encode(images) -> {0, 1}``.
 
@@ -788,14 +781,16 @@ class TanhAEHasher:
             raise ValueError(f"fit needs at least 2 training images, got {len(X)}")
         channels, size = X.shape[-1], X.shape[1:3]
         monitor = X[np.sort(np.random.default_rng(self.seed).permutation(len(X))[:self.n_monitor])]
-        key = {"data": _digest(X), "n_bits": self.n_bits, "seed": self.seed, "n_dense": self.n_dense,
+        key = {"data": cache.array_digest(X, length=16, with_dtype=False), "n_bits": self.n_bits, "seed": self.seed, "n_dense": self.n_dense,
                "hidden": self.hidden, "conv_activation": self.conv_activation,
                "schedule": self.schedule.as_dict(), "batch_size": self.batch_size, "lr": self.lr,
                "final_lr": self.final_lr, "n_monitor": self.n_monitor}
         val_images = val_labels = None
         if self.validation is not None:  # the key of a run without validation stays as it was
             val_images, val_labels = self.validation
-            key["validation"] = _digest(val_images) + "-" + _digest(val_labels.astype(np.int64))
+            key["validation"] = (cache.array_digest(val_images, length=16, with_dtype=False) + "-"
+                                 + cache.array_digest(val_labels.astype(np.int64), length=16,
+                                                      with_dtype=False))
 
         def train(model):
             return train_autoencoder(model, X, self.schedule, batch_size=self.batch_size, lr=self.lr,

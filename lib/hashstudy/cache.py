@@ -95,6 +95,25 @@ def key(*parts) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def array_digest(*arrays, length: int = 20, with_dtype: bool = True) -> str:
+    """A sha256 digest of arrays' shapes (and dtypes) and bytes, as ``length`` hex digits: the
+    data part of a cache key. Torch tensors are read as NumPy arrays.
+
+    Every method module keys its trained weights and graphs with it: ``length=20`` (CNNH,
+    DSTH, DDH, the journal DSTH), 64 (the latent-layer CNN), ``length=16, with_dtype=False``
+    (the autoencoder; the shape alone prefixes the bytes), so each keeps the keys its caches
+    were written under.
+    """
+    h = hashlib.sha256()
+    for a in arrays:
+        if not isinstance(a, np.ndarray) and hasattr(a, "detach"):
+            a = a.detach().cpu().numpy()
+        a = np.ascontiguousarray(a)
+        h.update((f"{a.dtype}{a.shape}" if with_dtype else str(a.shape)).encode())
+        h.update(memoryview(a).cast("B"))
+    return h.hexdigest()[:int(length)]
+
+
 def _digest(arrays: Mapping[str, np.ndarray]) -> str:
     h = hashlib.sha256()
     for name in sorted(arrays):

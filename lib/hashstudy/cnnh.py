@@ -52,7 +52,6 @@ Example
 """
 from __future__ import annotations
 
-import hashlib
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -62,7 +61,7 @@ from torch import nn
 
 from . import cache, config, graph, training
 
-__all__ = ["ConvNet", "as_image_tensor", "array_digest", "approximate_codes",
+__all__ = ["ConvNet", "as_image_tensor", "approximate_codes",
            "reconstruction_error", "CNNH", "ACTIVATIONS"]
 
 ACTIVATIONS = ("relu", "sigmoid")
@@ -181,16 +180,6 @@ def as_image_tensor(X, input_shape: Sequence[int]) -> torch.Tensor:
 
 def _float(batch: torch.Tensor) -> torch.Tensor:
     return batch.float().div_(255.0)
-
-
-def array_digest(*arrays) -> str:
-    """A short sha256 digest of arrays' dtypes, shapes and bytes (a cache-key part)."""
-    h = hashlib.sha256()
-    for a in arrays:
-        a = np.ascontiguousarray(a.numpy() if isinstance(a, torch.Tensor) else a)
-        h.update(f"{a.dtype}{a.shape}".encode())
-        h.update(memoryview(a).cast("B"))
-    return h.hexdigest()[:20]
 
 
 def _check_labels(y, n: int) -> np.ndarray:
@@ -465,7 +454,7 @@ class CNNH:
         else:
             index = np.arange(n)
         images, y = images[index], y[index]
-        data_key = array_digest(images, y)
+        data_key = cache.array_digest(images, y)
         stage1 = dict(data=data_key, n_bits=self.n_bits, n_sweeps=self.n_sweeps, tol=self.tol,
                       seed=self.seed)
         path = config.cache_dir("cnnh") / f"codes-{cache.key(stage1)}.npz"

@@ -98,7 +98,6 @@ import torch
 from torch import nn
 
 from . import cache, config, graph, metrics, protocols, training
-from .cnnh import array_digest
 
 __all__ = ["PAIRWISE", "NORMALIZE", "ddh_loss", "PairLabels", "neighborhood",
            "label_precision_table", "Normalised", "CachedFit", "DDHNet", "DDH",
@@ -312,7 +311,7 @@ def neighborhood(X, k1: int = 15, k2: int = 6, *, use_cache: bool = True,
 
     if use_cache:
         path = config.cache_dir("ddh") / (
-            f"neighbors-{cache.key(array_digest(X), int(k1), int(k2), 'or', 'timed')}.npz")
+            f"neighbors-{cache.key(cache.array_digest(X), int(k1), int(k2), 'or', 'timed')}.npz")
         arrays = cache.cached_arrays(path, compute)
     else:
         arrays = compute()
@@ -396,7 +395,7 @@ def label_precision_table(X, labels, ks: Sequence[int], k2: int = 6, *,
 
     if use_cache:
         path = config.cache_dir("ddh") / (
-            f"label-precision-{cache.key(array_digest(X), array_digest(labels), ks, k2, 'timed')}.npz")
+            f"label-precision-{cache.key(cache.array_digest(X), cache.array_digest(labels), ks, k2, 'timed')}.npz")
         arrays = cache.cached_arrays(path, compute)
     else:
         arrays = compute()
@@ -802,7 +801,7 @@ class DDH:
             pairs = PairLabels.from_neighbors(self.S_)
         in_dim = phi.shape[1] if phi is not None else X.shape[1]
         key = {"version": _VERSION, "params": self._key_params(),
-               "X": array_digest(X), "y": array_digest(y) if self.needs_labels else None}
+               "X": cache.array_digest(X), "y": cache.array_digest(y) if self.needs_labels else None}
         lambda1, lambda2, pairwise = self.lambda1, self.lambda2, self.pairwise
         steps_per_epoch = max(1, (n_fit + self.batch_size - 1) // self.batch_size)
         warmup_steps = self.warmup * steps_per_epoch
@@ -995,8 +994,8 @@ class CachedFit:
             return self
         source = inspect.getsource(baselines) + inspect.getsource(Subsampled) + \
             inspect.getsource(Normalised)
-        key = cache.key(self.name, self.spec, array_digest(np.asarray(X)),
-                        array_digest(np.asarray(y)) if self.supervised else None,
+        key = cache.key(self.name, self.spec, cache.array_digest(np.asarray(X)),
+                        cache.array_digest(np.asarray(y)) if self.supervised else None,
                         cache.key(source))
         path = config.cache_dir("fitted") / f"{self.name}-{key}.pkl"
         with cache.locked(path):

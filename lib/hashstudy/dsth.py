@@ -81,7 +81,7 @@ from torch import nn
 
 from . import baselines as shallow
 from . import cache, config, data, evaluation, graph, hamming, metrics, protocols, training
-from .cnnh import CNNH, ConvNet, _float, array_digest, as_image_tensor
+from .cnnh import CNNH, ConvNet, _float, as_image_tensor
 
 __all__ = ["DSTH", "THRESHOLDS", "PAPER_THRESHOLDS", "PAPER_METHOD", "CURVES", "RECALL_LEVELS",
            "METRIC_KEYS", "test_query_split", "eigenvector_localisation", "threshold_comparison",
@@ -230,7 +230,7 @@ class DSTH:
     # -- stages ---------------------------------------------------------------
     def _label_cnn(self, images: torch.Tensor, labels: np.ndarray):
         n_classes = int(labels.max()) + 1
-        key = dict(data=array_digest(images, labels), shape=self.input_shape, widths=self.widths,
+        key = dict(data=cache.array_digest(images, labels), shape=self.input_shape, widths=self.widths,
                    hidden=self.hidden, classes=n_classes, epochs=self.feature_epochs,
                    batch_size=self.batch_size, lr=self.lr, seed=self.seed)
 
@@ -252,7 +252,7 @@ class DSTH:
         return training.predict(self.label_cnn_, images, fn=lambda m, b: m.features(_float(b)))
 
     def _eigenmap(self, features: np.ndarray, key: dict):
-        parts = dict(cnn=key, data=array_digest(features), k=self.k, n_bits=self.n_bits,
+        parts = dict(cnn=key, data=cache.array_digest(features), k=self.k, n_bits=self.n_bits,
                      seed=self.seed, arrays=("Y", "eigenvalues", "neighbors", "similarities"))
         path = config.cache_dir("dsth") / f"eigenmap-{cache.key(parts)}.npz"
 
@@ -269,7 +269,7 @@ class DSTH:
         return cache.cached_arrays(path, compute)
 
     def _hash_net(self, images: torch.Tensor, bits: np.ndarray, key: dict):
-        parts = dict(cnn=key, data=array_digest(images, bits), finetune=self.finetune,
+        parts = dict(cnn=key, data=cache.array_digest(images, bits), finetune=self.finetune,
                      epochs=self.hash_epochs, batch_size=self.batch_size, lr=self.lr,
                      seed=self.seed)
 
@@ -382,7 +382,7 @@ class _Rows:
 
     def fit(self, index, y=None):
         # protocols that share their training images share the fitted hasher
-        seen = array_digest(np.asarray(index), np.asarray(y) if y is not None else np.zeros(0))
+        seen = cache.array_digest(np.asarray(index), np.asarray(y) if y is not None else np.zeros(0))
         if seen == self._fitted_on:
             return self
         self._fitted_on = seen

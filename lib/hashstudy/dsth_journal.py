@@ -98,7 +98,7 @@ from torch import nn
 
 from . import baselines as shallow
 from . import cache, config, data, graph, metrics, protocols, training
-from .cnnh import CNNH, array_digest, as_image_tensor
+from .cnnh import CNNH, as_image_tensor
 
 __all__ = [
     "TABLE_I", "INPUT_SIZES", "ENCODERS", "HEADS", "CONFIGS", "TABLE_METRICS", "METRIC_KEYS",
@@ -581,7 +581,7 @@ def hash_labels(features, n_bits: int, k: int = 12, seed: int = 0) -> HashLabels
     if n <= max(k, n_bits + 1):
         raise ValueError(f"the label stage needs more training images than k={k} and "
                          f"n_bits+1={n_bits + 1}; got {n}")
-    parts = dict(stage="dsth-journal-labels", data=array_digest(features), n_bits=n_bits, k=k,
+    parts = dict(stage="dsth-journal-labels", data=cache.array_digest(features), n_bits=n_bits, k=k,
                  seed=int(seed), symmetrize="max", weight="cosine", threshold="mean")
     path = config.cache_dir("dsth_journal") / f"labels-{cache.key(parts)}.npz"
 
@@ -646,7 +646,7 @@ def finetuned_features(features, labels, *, hidden: int = 512, epochs: int = 30,
     Xs = torch.from_numpy((X - mean) / std)
     yt = torch.from_numpy(y.astype(np.int64))
     n_classes = int(y.max()) + 1
-    key = dict(data=array_digest(X, y), hidden=hidden, epochs=epochs, lr=lr,
+    key = dict(data=cache.array_digest(X, y), hidden=hidden, epochs=epochs, lr=lr,
                batch_size=batch_size, seed=seed)
 
     def build():
@@ -740,7 +740,7 @@ def train_hash_net(images: torch.Tensor, targets: np.ndarray, *, encoder: str = 
                     head=head, hidden=int(hidden),
                     mlp_blocks=MLP_BLOCKS[32] if mlp_blocks is None else int(mlp_blocks))
         net, name, what = FeatureHashNet, "dsth-journal-featurenet", "features"
-    key = dict(data=array_digest(images, targets), arch=dict(arch), epochs=epochs, lrs=lrs,
+    key = dict(data=cache.array_digest(images, targets), arch=dict(arch), epochs=epochs, lrs=lrs,
                batch_size=batch_size, momentum=momentum, weight_decay=weight_decay, seed=seed)
     # the default reading stays out of the key, so weights cached before the parameter
     # existed are still found
@@ -1473,7 +1473,7 @@ def classification_accuracy(setting: Setting, backbones: Sequence[str], *,
     epochs, lrs = _check_schedule(epochs, lrs)
     x = as_image_tensor(setting.images, setting.images.shape[1:])
     n_classes = int(setting.labels.max()) + 1
-    key = dict(data=array_digest(x[tr], ytr), classes=n_classes, epochs=epochs, lrs=lrs,
+    key = dict(data=cache.array_digest(x[tr], ytr), classes=n_classes, epochs=epochs, lrs=lrs,
                batch_size=batch_size, momentum=momentum, weight_decay=weight_decay, seed=seed)
 
     def build():

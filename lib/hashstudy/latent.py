@@ -58,7 +58,6 @@ Metric keys of :attr:`LatentResult.metrics` (relative to a
 """
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass, field
 from typing import Mapping, Optional, Sequence
@@ -68,7 +67,7 @@ import torch
 from numba import njit, prange
 from torch import nn
 
-from . import config, features, hamming, metrics, training
+from . import cache, config, features, hamming, metrics, training
 from .hamming import _row_distances
 
 __all__ = [
@@ -325,15 +324,6 @@ def pick_backbone(preferred: str = "auto") -> str:
         else "efficientnet_lite0"
 
 
-def _digest(*arrays: np.ndarray) -> str:
-    h = hashlib.sha256()
-    for a in arrays:
-        a = np.ascontiguousarray(a)
-        h.update(f"{a.dtype}{a.shape}".encode())
-        h.update(memoryview(a).cast("B"))
-    return h.hexdigest()
-
-
 class LatentHasher:
     """The latent-layer network as a hasher: ``fit(X, y)``, ``encode(X) -> {0,1}``.
 
@@ -493,7 +483,7 @@ class LatentHasher:
             return self._build(X.shape[1:], n_classes)
 
         if self.cache:
-            key = {"version": LATENT_VERSION, "data": _digest(X, y), "n_classes": n_classes,
+            key = {"version": LATENT_VERSION, "data": cache.array_digest(X, y, length=64), "n_classes": n_classes,
                    **self._hyper()}
             if self.images_in and self.trunk != "small_cnn":
                 key["weights"] = features._weights_identity(features.BACKBONES[self.trunk])
