@@ -52,11 +52,10 @@ Experiments (sec. IV)
     :func:`baseline_factories` and :func:`cnnh_factory` turn DSTH
     configurations, shallow baselines (on backbone features) and CNNH (on
     pixels) into hashers on pool indices for
-    :func:`hashstudy.evaluation.compare`. :func:`classification_accuracy`
+    :func:`hashstudy.evaluation.run`. :func:`classification_accuracy`
     gives Table II, :func:`label_quality` measures the hash labels directly,
     and :func:`wide_table` lays out Tables III and IV; the figures are in
-    :mod:`hashstudy.plots.dsth_journal` (:func:`radar` here is an alias of
-    its Fig. 3(b)).
+    :mod:`hashstudy.plots.dsth_journal`.
 
 What the hash-function stage can reach
     :func:`label_agreement` counts the hash-label bits a function reproduces;
