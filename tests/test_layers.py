@@ -24,9 +24,7 @@ def _rank(layer_of, mod):
 
 
 def _deps(mod):
-    path = FILES[mod]
-    package = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
-    return (IMPORTS(path.read_text(), package) & set(FILES)) - {mod, "__init__"}
+    return regenerate.module_imports(mod, FILES) - {"__init__"}
 
 
 MODULES = sorted(m for m in FILES if m != "__init__")

@@ -378,11 +378,10 @@ def _imported_modules(source: str, package: str = "") -> set[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
             if node.level:
-                base = package.split(".") if package else []
-                base = base[:len(base) - (node.level - 1)] if node.level > 1 else base
-                if node.level - 1 > len(package.split(".") if package else []):
+                parts, up = (package.split(".") if package else []), node.level - 1
+                if up > len(parts):  # above the library: not ours
                     continue
-                parent = ".".join(base + ([node.module] if node.module else []))
+                parent = ".".join(parts[:len(parts) - up] + ([node.module] if node.module else []))
             else:
                 parent = below(node.module or "")
                 if parent is None:
@@ -432,12 +431,19 @@ def library_modules(nb: Path) -> list[str]:
     while todo:
         mod = todo.pop()
         seen.add(mod)
-        path = files[mod]
-        # the package a module's relative imports start from
-        package = mod if path.name == "__init__.py" and mod != "__init__" else \
-            ("" if mod == "__init__" else mod.rpartition(".")[0])
-        todo |= (_imported_modules(path.read_text(), package) & set(files)) - seen
+        todo |= module_imports(mod, files) - seen
     return sorted(seen)
+
+
+def module_imports(mod: str, files: Optional[dict] = None) -> set[str]:
+    """The library modules that library module ``mod`` (a dotted name of
+    :func:`_library_files`) imports, itself excluded."""
+    files = files if files is not None else _library_files()
+    path = files[mod]
+    # the package a module's relative imports start from
+    package = mod if path.name == "__init__.py" and mod != "__init__" else \
+        ("" if mod == "__init__" else mod.rpartition(".")[0])
+    return (_imported_modules(path.read_text(), package) & set(files)) - {mod}
 
 
 def _library_digest(nb: Optional[Path] = None) -> str:
