@@ -68,6 +68,7 @@ from numba import njit, prange
 from torch import nn
 
 from . import cache, config, features, hamming, metrics, training
+from . import finetune as _ft
 from .hamming import _row_distances
 
 __all__ = [
@@ -100,9 +101,12 @@ __all__ = [
 #: Version of the training code; part of every cached model's key.
 LATENT_VERSION = "1"
 
-#: Trunks that need no backbone weights; any key of
+#: Trunks that need no backbone weights besides Lite0's; any key of
 #: :data:`hashstudy.features.BACKBONES` is a trunk too (fine-tuned as a whole).
-TRUNKS = ("features", "small_cnn")
+#: ``efficientnet_lite0_ft`` (:data:`hashstudy._ft.BACKBONE`) takes Lite0's cached
+#: stage-4 maps (:func:`hashstudy.finetune.pool_maps`) and trains its top ``stages`` block
+#: stages and head convolution together with F7, H and F8.
+TRUNKS = ("features", "small_cnn", _ft.BACKBONE)
 
 
 # --------------------------------------------------------------------------- #
@@ -381,7 +385,7 @@ class LatentHasher:
                  batch_size: int = 128, lr: float = 1e-3, optimizer: str = "adam",
                  weight_decay: float = 0.0, schedule: str = "cosine", shift: int = 0,
                  flip: bool = False, threshold: float = 0.5, seed: int = 0, cache: bool = True,
-                 device: Optional[str] = None, progress: bool = True):
+                 device: Optional[str] = None, progress: bool = True, stages: int = 1):
         (self.n_bits,) = config.check_bits(n_bits)
         config.check_choice("trunk", trunk, [*TRUNKS, *features.BACKBONES])
         config.check_choice("optimizer", optimizer, training.OPTIMIZERS)
@@ -394,13 +398,20 @@ class LatentHasher:
         self.optimizer, self.weight_decay, self.schedule = optimizer, weight_decay, schedule
         self.shift, self.flip, self.threshold, self.seed = shift, flip, threshold, seed
         self.cache, self.progress = cache, progress
+        self.stages = _ft._check_stages(stages)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
 
     # -- description -------------------------------------------------------
     @property
     def images_in(self) -> bool:
-        """Whether ``X`` is uint8 images (else float features)."""
-        return self.trunk != "features"
+        """Whether ``X`` is uint8 images (else float features or, for the fine-tuned top of
+        Lite0, float stage-4 maps)."""
+        return self.trunk not in ("features", _ft.BACKBONE)
+
+    @property
+    def maps_in(self) -> bool:
+        """Whether ``X`` is Lite0's cached stage-4 maps (trunk ``efficientnet_lite0_ft``)."""
+        return self.trunk == _ft.BACKBONE
 
     def describe(self) -> str:
         """The trunk in words, for reports (names the backbone)."""
@@ -408,6 +419,11 @@ class LatentHasher:
             return "fixed backbone features; F7, H and F8 trained"
         if self.trunk == "small_cnn":
             return f"small CNN (width {self.width}) trained from scratch"
+        if self.maps_in:
+            top = {0: "frozen", 1: "block stage 6 and head convolution fine-tuned",
+                   2: "block stages 5-6 and head convolution fine-tuned"}[self.stages]
+            return (f"{_ft.SOURCE} at {self.input_size} px, {top}, trained with F7, H and F8 "
+                    "on cached stage-4 maps")
         return f"{self.trunk} fine-tuned as a whole at {self.input_size} px"
 
     def _hyper(self) -> dict:
@@ -418,7 +434,11 @@ class LatentHasher:
     # -- building ----------------------------------------------------------
     def _check_X(self, X) -> np.ndarray:
         X = np.asarray(X)
-        if self.images_in:
+        if self.maps_in:
+            if X.ndim != 4 or X.shape[1] != 112 or not np.issubdtype(X.dtype, np.floating):
+                raise ValueError(f"trunk {self.trunk!r} takes Lite0's stage-4 maps (N, 112, s, s) "
+                                 f"from hashstudy.finetune.pool_maps; got {X.dtype} {X.shape}")
+        elif self.images_in:
             if X.dtype != np.uint8 or X.ndim != 4 or X.shape[-1] not in (1, 3):
                 raise ValueError(f"trunk {self.trunk!r} takes uint8 images (N, H, W, C) with C "
                                  f"in (1, 3); got {X.dtype} {X.shape}")
@@ -435,6 +455,8 @@ class LatentHasher:
             torch.manual_seed(self.seed)
             if self.trunk == "features":
                 trunk, dim = nn.Identity(), sample_shape[-1]
+            elif self.maps_in:
+                trunk, dim = _ft.TopTrunk(self.stages), _ft.TopTrunk.feature_dim
             elif self.trunk == "small_cnn":
                 if sample_shape[0] != sample_shape[1]:
                     raise ValueError(f"small_cnn needs square images, got {sample_shape[:2]}")
@@ -463,7 +485,11 @@ class LatentHasher:
             raise ValueError(f"y must hold {len(X)} non-negative integer labels, got "
                              f"{y.dtype} {y.shape}")
         n_classes = max(2, int(y.max()) + 1)
-        xs = torch.from_numpy(np.ascontiguousarray(X if self.images_in else X.astype(np.float32)))
+        if self.maps_in:  # the frozen part runs once, inside train (skipped on a cache hit)
+            xs = None
+        else:
+            xs = torch.from_numpy(np.ascontiguousarray(X if self.images_in
+                                                       else X.astype(np.float32)))
         ys = torch.from_numpy(y.astype(np.int64))
         device = self.device
 
@@ -471,8 +497,10 @@ class LatentHasher:
             return nn.functional.cross_entropy(model(xb), yb.to(device))
 
         def train(model):
+            inputs = xs if xs is not None else _ft.frozen_outputs(
+                model.trunk, X, progress=self.progress, desc="frozen part of Lite0's top")
             history = training.fit(
-                model, (xs, ys), loss_fn, epochs=self.epochs, batch_size=self.batch_size,
+                model, (inputs, ys), loss_fn, epochs=self.epochs, batch_size=self.batch_size,
                 lr=self.lr, optimizer=self.optimizer, weight_decay=self.weight_decay,
                 schedule=self.schedule, seed=self.seed,
                 transform=self._augment if self.images_in else None, progress=self.progress,
@@ -487,6 +515,10 @@ class LatentHasher:
                    **self._hyper()}
             if self.images_in and self.trunk != "small_cnn":
                 key["weights"] = features._weights_identity(features.BACKBONES[self.trunk])
+            if self.maps_in:
+                key.update(stages=self.stages, finetune=_ft.FINETUNE_VERSION,
+                           weights=features._weights_identity(
+                               features.BACKBONES[_ft.SOURCE]))
             model, info, loaded = training.cached_model(
                 f"latent-{self.trunk}-{self.n_bits}b", key, build, train)
             model.to(self.device)
@@ -513,9 +545,12 @@ class LatentHasher:
         """
         self._check_fitted()
         X = self._check_X(X)
-        if not self.images_in:
+        if self.maps_in:
+            X = _ft.frozen_outputs(self.model_.trunk, X)
+        elif not self.images_in:
             X = X.astype(np.float32)
-        out = training.predict(self.model_, torch.from_numpy(np.ascontiguousarray(X)),
+        out = training.predict(self.model_, torch.as_tensor(np.ascontiguousarray(X)
+                                                            if isinstance(X, np.ndarray) else X),
                                batch_size=batch_size, fn=lambda m, b: torch.cat(m.embed(b), 1))
         f, h = self.fc7_dim, self.n_bits
         return out[:, :f], out[:, f:f + h], out[:, f + h:]
@@ -1099,18 +1134,21 @@ PROFILE_SIZES = {
               "mnist": {"width": 4, "epochs": 3, "batch_size": 32, "lr": 2e-3, "shift": 2},
               "cifar10": {"epochs": 10, "batch_size": 32, "lr": 1e-3},
               "finetune": {"epochs": 1, "batch_size": 32, "lr": 1e-4, "shift": 2, "flip": True},
+              "finetune_top": {"stages": 1, "epochs": 2, "batch_size": 32, "lr": 1e-3},
               "cnnh": {"n_train": 200, "epochs": 1, "widths": [8, 16, 32], "hidden": 64}},
     # the paper's protocol with CPU-sized training: about 4 minutes of MNIST CNN training
     "quick": {"split": {}, "ks": [1, 10, 100, 500, 1000], "max_k": 1000, "input_size": 128,
               "mnist": {"width": 16, "epochs": 6, "batch_size": 128, "lr": 2e-3, "shift": 2},
               "cifar10": {"epochs": 30, "batch_size": 256, "lr": 1e-3},
               "finetune": {"epochs": 3, "batch_size": 64, "lr": 1e-4, "shift": 4, "flip": True},
+              "finetune_top": {"stages": 1, "epochs": 8, "batch_size": 64, "lr": 1e-3},
               "cnnh": {"n_train": 5000, "epochs": 5}},
     # the paper's protocol with longer training (hours on a CPU)
     "paper": {"split": {}, "ks": [1, 10, 100, 500, 1000], "max_k": 1000, "input_size": 224,
               "mnist": {"width": 32, "epochs": 20, "batch_size": 128, "lr": 2e-3, "shift": 2},
               "cifar10": {"epochs": 60, "batch_size": 256, "lr": 1e-3},
               "finetune": {"epochs": 15, "batch_size": 64, "lr": 1e-4, "shift": 4, "flip": True},
+              "finetune_top": {"stages": 1, "epochs": 10, "batch_size": 64, "lr": 1e-3},
               "cnnh": {"n_train": 5000, "epochs": 20}},
 }
 """Sizes of notebook 02 per profile. ``split``: size overrides of the ``test1k-train``
@@ -1118,7 +1156,9 @@ protocol (none = 1,000 queries); ``ks``, ``max_k``: reported cut-offs of precisi
 depth of the curves; ``input_size``: backbone input side (128 px hits the shared CIFAR-10
 feature cache); ``mnist``: the small CNN trained from scratch (:class:`LatentHasher`
 arguments); ``cifar10``: the layers on top of fixed backbone features; ``finetune``: the
-whole backbone fine-tuned on images; ``cnnh``: the CNNH baseline
+whole backbone fine-tuned on images (``finetune="whole"``); ``finetune_top``: Lite0's top
+block stages fine-tuned with F7, H and F8 on cached stage-4 maps (``finetune="top"``, the
+default); ``cnnh``: the CNNH baseline
 (:class:`hashstudy.cnnh.CNNH` arguments)."""
 
 
@@ -1127,20 +1167,38 @@ def notebook_metrics(sizes: Mapping) -> list[str]:
     return ["map@1000", "map_all", "hd2p", *(f"precision@{k}" for k in sizes["ks"])]
 
 
+#: How notebook 02 trains the CIFAR-10 trunk: ``"none"`` (F7, H and F8 on fixed backbone
+#: features), ``"top"`` (Lite0's top block stages with them, on cached stage-4 maps; the
+#: paper's end-to-end training restricted to what a CPU can do), ``"whole"`` (the whole
+#: backbone on images; a GPU's job). ``False``/``True`` read as ``"none"``/``"whole"``.
+FINETUNE_MODES = ("none", "top", "whole")
+
+
+def finetune_mode(value) -> str:
+    """The :data:`FINETUNE_MODES` entry a notebook parameter names (booleans accepted)."""
+    if isinstance(value, bool):
+        return "whole" if value else "none"
+    config.check_choice("finetune", value, FINETUNE_MODES)
+    return value
+
+
 def prepare_parts(report, parts, *, bits: int, seed: int, sizes: Mapping, fc7_dim: int,
-                  dropout: float, threshold: float, finetune: bool, trunk_name: str,
+                  dropout: float, threshold: float, finetune, trunk_name: str,
                   verbose: bool = True) -> dict:
     """Each part of notebook 02 (``(dataset, "gray" | "rgb")``): split, pool, inputs, hasher.
 
     The gray part trains :class:`SmallCNN` from scratch on images, its baselines see pixels;
-    the rgb part trains ``F7``, ``H`` and ``F8`` on cached ``trunk_name`` features (or the
-    whole backbone on images with ``finetune``), its baselines see the same features. MNIST
+    the rgb part trains ``F7``, ``H`` and ``F8`` on cached ``trunk_name`` features
+    (``finetune="none"``), with Lite0's top block stages on cached stage-4 maps (``"top"``)
+    or with the whole backbone on images (``"whole"``); its baselines see the frozen
+    ``trunk_name`` features. MNIST
     or CIFAR-10 without a local copy is skipped (``report.skip``). Records protocols and
     sources. Returns ``{key_token: {"split", "images", "labels", "X", "X_base",
     "base_features", "hasher", "dataset"}}``.
     """
     from . import data, evaluation, protocols
 
+    mode = finetune_mode(finetune)
     settings = {}
     for dataset_name, part in parts:
         name = data.key_token(dataset_name)
@@ -1163,7 +1221,16 @@ def prepare_parts(report, parts, *, bits: int, seed: int, sizes: Mapping, fc7_di
             feats = np.concatenate([p[0] for p in parts_])
             report.source(f"{name}/backbone", f"{trunk_name}: {spec.layer}, {spec.feature_dim}-D, "
                           f"ImageNet weights from {spec.weights}, input {sizes['input_size']} px")
-            if finetune:
+            if mode == "top":
+                top = dict(sizes["finetune_top"])
+                hasher = LatentHasher(bits, trunk=_ft.BACKBONE, input_size=sizes["input_size"],
+                                      **common, **top)
+                X = _ft.pool_maps(dataset_name, sizes["input_size"], progress=verbose)
+                report.source(f"{name}/finetuned", f"{_ft.SOURCE}'s block stages below the cut "
+                              f"frozen (stage-4 maps cached at {sizes['input_size']} px); "
+                              f"{top['stages']} top block stage(s) and the head convolution "
+                              "trained with F7, H and F8")
+            elif mode == "whole":
                 hasher = LatentHasher(bits, trunk=trunk_name, input_size=sizes["input_size"],
                                       **common, **sizes["finetune"])
                 X = images
@@ -1294,7 +1361,7 @@ def paper_vs_ours(report, results: Mapping, *, trunk_name: str, sizes: Mapping,
     return comparison
 
 
-def gap_reasons(comparison, results: Mapping, *, bits: int, finetune: bool, trunk_name: str,
+def gap_reasons(comparison, results: Mapping, *, bits: int, finetune, trunk_name: str,
                 sizes: Mapping) -> str:
     """Why each measured number differs from the paper's, one markdown line per key."""
     paras = []
@@ -1306,15 +1373,24 @@ def gap_reasons(comparison, results: Mapping, *, bits: int, finetune: bool, trun
             reason = ("a from-scratch CNN on 28x28 digits is already near the ceiling of MNIST, "
                       "so the AlexNet backbone buys little; differences of a few tenths of a "
                       "percent are within what seeds and the 1,000-query draw move")
-        elif finetune:
+        elif finetune_mode(finetune) == "whole":
             reason = (f"the backbone is {trunk_name} fine-tuned for {sizes['finetune']['epochs']} "
                       f"epochs at {sizes['input_size']} px, not AlexNet for 50,000 iterations")
+        elif finetune_mode(finetune) == "top":
+            top = sizes["finetune_top"]
+            reason = (f"only Lite0's top {top['stages']} block stage(s) and head convolution are "
+                      f"fine-tuned with F7, H and F8 ({top['epochs']} epochs on maps cached at "
+                      f"{sizes['input_size']} px; the layers below stay at their ImageNet "
+                      "weights), on 32-pixel JPEG re-encoded images upsampled; the paper "
+                      "fine-tunes all of AlexNet on the original images at 227 px for 50,000 "
+                      "iterations. Notebook 07 measures how far this fine-tuning gets a plain "
+                      "classifier on the same maps")
         else:
             reason = (f"the {trunk_name} backbone stays frozen (only F7, H and F8 learn from "
                       f"CIFAR-10), sees 32-pixel images upsampled to {sizes['input_size']} px, "
                       "and the data are the JPEG re-encoded mirror; the paper fine-tunes the "
                       "whole network on the original images, which is what closes the gap to "
-                      "89-90 % (set finetune = True on a GPU)")
+                      "89-90 % (set finetune = 'top', or 'whole' on a GPU)")
         paras.append(f"- `{r.key}`: paper {r.paper:.4f}, ours {r.ours:.4f} "
                      f"({r.ours - r.paper:+.4f}). Why: {reason}.")
     if bits != 48:
