@@ -301,3 +301,27 @@ def test_cpu_cache_key_is_unchanged():
                               device=device)
         assert expected.exists()
         assert [p.name for p in expected.parent.glob("toy-key-*.pt")] == [expected.name]
+
+
+def _hasher_makers():
+    from hashstudy import autoencoder, cnnh, ddh, dsth, dsth_journal
+    return [lambda d: dsth.DSTH(8, (8, 8, 1), widths=(4,), hidden=8, device=d),
+            lambda d: cnnh.CNNH(8, (8, 8, 1), device=d),
+            lambda d: autoencoder.TanhAEHasher(8, device=d),
+            lambda d: ddh.DDH(8, device=d),
+            lambda d: dsth_journal.DSTHJournal(32, device=d),
+            lambda d: dsth_journal.LabelCopy(8, device=d)]
+
+
+@pytest.mark.parametrize("which", range(6))
+def test_every_hasher_takes_a_device(which):
+    make = _hasher_makers()[which]
+    assert make("cpu").device == "cpu" and make(None).device is None
+    with pytest.raises(ValueError, match="unknown device 'gpu0'; allowed values: 'cpu', "):
+        make("gpu0")
+
+
+def test_ddh_key_and_repr_do_not_depend_on_the_device_argument():
+    from hashstudy import ddh
+    assert ddh.DDH(8)._key_params() == ddh.DDH(8, device="cpu")._key_params()
+    assert "device" not in ddh.DDH(8)._key_params()
