@@ -596,13 +596,18 @@ def _mse(model: TanhAutoencoder, x: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(model(x), x)
 
 
+def _model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
 @torch.inference_mode()
 def _monitor(model: TanhAutoencoder, x: torch.Tensor) -> dict:
+    x = x.to(_model_device(model))  # the monitor images follow the model (a no-op on the CPU)
     acts = torch.cat([model.code_activations(x[i:i + 512]) for i in range(0, len(x), 512)])
     cont = torch.cat([model.decode(acts[i:i + 512]) for i in range(0, len(x), 512)])
     signs = torch.where(acts >= 0, 1.0, -1.0)
     binr = torch.cat([model.decode(signs[i:i + 512]) for i in range(0, len(x), 512)])
-    counts, _ = np.histogram(acts.numpy(), bins=HISTOGRAM_BINS)
+    counts, _ = np.histogram(acts.cpu().numpy(), bins=HISTOGRAM_BINS)
     return {"binary_fraction": binary_fraction(acts),
             "mse_continuous": float(F.mse_loss(cont, x)),
             "mse_binary": float(F.mse_loss(binr, x)),
@@ -619,8 +624,9 @@ def _validate(model: TanhAutoencoder, x: torch.Tensor, labels: Optional[np.ndarr
     stats = _monitor(model, x)
     out = {f"val_{k}": v for k, v in stats.items() if k != "histogram"}
     if labels is not None:
+        x = x.to(_model_device(model))
         acts = torch.cat([model.code_activations(x[i:i + 512]) for i in range(0, len(x), 512)])
-        codes = (acts >= 0).numpy().astype(np.uint8)
+        codes = (acts >= 0).cpu().numpy().astype(np.uint8)
         k = min(VALIDATION_K, len(x) - 1)
         out[f"val_precision@{VALIDATION_K}"] = evaluate_excluding_self(
             codes, codes, labels, labels, np.arange(len(x)), [f"precision@{k}"])[f"precision@{k}"]
@@ -631,7 +637,7 @@ def train_autoencoder(model: TanhAutoencoder, images: np.ndarray, schedule: BSch
                       batch_size: int = 64, lr: float = 1e-3, final_lr: float = 1e-5, seed: int = 0,
                       monitor: Optional[np.ndarray] = None, validation: Optional[np.ndarray] = None,
                       validation_labels: Optional[np.ndarray] = None, progress: bool = True,
-                      desc: str = "tanh autoencoder") -> dict:
+                      desc: str = "tanh autoencoder", device: Optional[str] = None) -> dict:
     """Train ``model`` in place with Adam, a linearly falling learning rate and ``schedule`` for b.
 
     Parameters
@@ -657,6 +663,9 @@ def train_autoencoder(model: TanhAutoencoder, images: np.ndarray, schedule: BSch
         precision of the top 90 when every validation image queries the codes
         of the others (its own excluded; ties averaged). Labels are used for
         this measurement only, never for training.
+    device : str, optional
+        Where to train (see :func:`hashstudy.training.default_device`); the
+        images stay in CPU memory and move to it batch by batch.
 
     Returns
     -------
@@ -701,7 +710,7 @@ def train_autoencoder(model: TanhAutoencoder, images: np.ndarray, schedule: BSch
 
     hist = training.fit(model, (x,), _mse, epochs=schedule.epochs, batch_size=batch_size, lr=lr,
                         optimizer="adam", schedule="linear", final_lr_ratio=final_lr / lr, seed=seed,
-                        progress=progress, desc=desc, on_epoch_end=on_epoch_end)
+                        progress=progress, desc=desc, on_epoch_end=on_epoch_end, device=device)
     return {"loss": hist.loss, "logs": hist.logs, "seconds": hist.seconds,
             "schedule": schedule.as_dict()}
 
@@ -730,6 +739,10 @@ class TanhAEHasher:
         entries of :func:`train_autoencoder`); part of the cache key.
     progress : bool
         Show a progress bar while training.
+    device : str, optional
+        Where the network trains and encodes (``"cpu"``, ``"cuda"``, ``"cuda:N"``,
+        ``"mps"``); default :func:`hashstudy.training.default_device`. Weights
+        trained on a GPU are cached apart from the CPU's.
 
     Attributes (after ``fit``)
     --------------------------
@@ -743,8 +756,11 @@ class TanhAEHasher:
     def __init__(self, n_bits: int, seed: int = 0, *, n_dense: int = 2, hidden: int = 256,
                  conv_activation: str = "relu", schedule: Optional[BSchedule] = None,
                  batch_size: int = 64, lr: float = 1e-3, final_lr: float = 1e-5,
-                 n_monitor: int = 1000, validation: Optional[tuple] = None, progress: bool = True):
+                 n_monitor: int = 1000, validation: Optional[tuple] = None, progress: bool = True,
+                 device: Optional[str] = None):
         (self.n_bits,) = config.check_bits(n_bits)
+        if device is not None:
+            training.default_device(device)  # an unknown device fails here
         if schedule is not None and not isinstance(schedule, BSchedule):
             raise TypeError(f"schedule must be a BSchedule, got {type(schedule).__name__}")
         if validation is not None:
@@ -762,6 +778,7 @@ class TanhAEHasher:
         self.schedule = schedule if schedule is not None else BSchedule()
         self.batch_size, self.lr, self.final_lr = batch_size, lr, final_lr
         self.n_monitor, self.progress = n_monitor, progress
+        self.device = device
 
     def __repr__(self) -> str:
         return (f"TanhAEHasher(n_bits={self.n_bits}, seed={self.seed}, n_dense={self.n_dense}, "
@@ -792,14 +809,18 @@ class TanhAEHasher:
                                  + cache.array_digest(val_labels.astype(np.int64), length=16,
                                                       with_dtype=False))
 
+        device = training.default_device(self.device)
+
         def train(model):
             return train_autoencoder(model, X, self.schedule, batch_size=self.batch_size, lr=self.lr,
                                      final_lr=self.final_lr, seed=self.seed, monitor=monitor,
                                      validation=val_images, validation_labels=val_labels,
-                                     progress=self.progress, desc=f"tanh AE {self.n_bits} bits")
+                                     progress=self.progress, desc=f"tanh AE {self.n_bits} bits",
+                                     device=device)
 
         self.model_, self.history_, self.loaded_ = training.cached_model(
-            f"tanh-ae-{self.n_bits}b", key, lambda: self._build(channels, size), train)
+            f"tanh-ae-{self.n_bits}b", key, lambda: self._build(channels, size), train,
+            device=device)
         return self
 
     def _check_fitted(self) -> TanhAutoencoder:
@@ -811,7 +832,8 @@ class TanhAEHasher:
         """Code-layer values ``f_b``: float32 ``(N, n_bits)`` in [-1, 1]."""
         model = self._check_fitted()
         return training.predict(model, images_to_tensor(np.asarray(X)),
-                                fn=lambda m, batch: m.code_activations(batch)).astype(np.float32)
+                                fn=lambda m, batch: m.code_activations(batch),
+                                device=training.default_device(self.device)).astype(np.float32)
 
     def encode(self, X: np.ndarray) -> np.ndarray:
         """``{0, 1}`` codes, uint8 ``(N, n_bits)``: 1 where ``f_b >= 0``."""
@@ -823,7 +845,8 @@ class TanhAEHasher:
         z = self.activations(X)
         if binarise:
             z = np.where(z >= 0, 1.0, -1.0).astype(np.float32)
-        out = training.predict(model, torch.from_numpy(z), fn=lambda m, batch: m.decode(batch))
+        out = training.predict(model, torch.from_numpy(z), fn=lambda m, batch: m.decode(batch),
+                               device=training.default_device(self.device))
         return tensor_to_images(out)
 
 

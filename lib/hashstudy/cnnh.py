@@ -382,6 +382,10 @@ class CNNH:
         batch order.
     progress : bool
         Show training progress bars.
+    device : str, optional
+        Where the network trains and encodes (``"cpu"``, ``"cuda"``, ``"cuda:N"``,
+        ``"mps"``); default :func:`hashstudy.training.default_device`. Weights
+        trained on a GPU are cached apart from the CPU's.
 
     Attributes (after ``fit``)
     ----------
@@ -406,7 +410,8 @@ class CNNH:
                  widths: Sequence[int] = (32, 64, 128), hidden: int = 500,
                  n_train: Optional[int] = 5000, n_sweeps: int = 20, tol: float = 1e-4,
                  epochs: int = 10, batch_size: int = 64, lr: float = 1e-3,
-                 weight_decay: float = 0.0, seed: int = 0, progress: bool = True):
+                 weight_decay: float = 0.0, seed: int = 0, progress: bool = True,
+                 device: Optional[str] = None):
         self.n_bits = config.check_bits(n_bits)[0]
         self.input_shape = _check_shape(input_shape)
         self.network = network
@@ -424,6 +429,9 @@ class CNNH:
         self.weight_decay = float(weight_decay)
         self.seed = int(seed)
         self.progress = bool(progress)
+        if device is not None:
+            training.default_device(device)  # an unknown device fails here, not after stage 1
+        self.device = device
 
     def __repr__(self) -> str:
         return (f"CNNH(n_bits={self.n_bits}, input_shape={self.input_shape}, "
@@ -471,17 +479,20 @@ class CNNH:
         self.objective_ = stage["objective"].tolist()
         self.target_codes_ = (self.approx_codes_ >= 0).astype(np.uint8)
         targets = torch.from_numpy(self.target_codes_.astype(np.float32))
+        device = training.default_device(self.device)
 
         def train(model):
             hist = training.fit(model, (images, targets), _bce, epochs=self.epochs,
                                 batch_size=self.batch_size, lr=self.lr, optimizer="adam",
                                 weight_decay=self.weight_decay, seed=self.seed,
-                                progress=self.progress, desc=f"CNNH {self.n_bits} bits")
+                                progress=self.progress, desc=f"CNNH {self.n_bits} bits",
+                                device=device)
             return {"loss": hist.loss, "seconds": hist.seconds}
 
         key = dict(stage1=stage1, network=repr(self._build()), epochs=self.epochs,
                    batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay)
-        self.model_, self.history_, _ = training.cached_model("cnnh", key, self._build, train)
+        self.model_, self.history_, _ = training.cached_model("cnnh", key, self._build, train,
+                                                              device=device)
         return self
 
     def encode(self, X) -> np.ndarray:
@@ -489,5 +500,6 @@ class CNNH:
         if not hasattr(self, "model_"):
             raise RuntimeError("CNNH is not fitted yet: call fit(images, labels) first")
         images = as_image_tensor(X, self.input_shape)
-        out = training.predict(self.model_, images, fn=lambda m, b: m(_float(b)))
+        out = training.predict(self.model_, images, fn=lambda m, b: m(_float(b)),
+                               device=training.default_device(self.device))
         return np.ascontiguousarray(out.reshape(len(images), self.n_bits) >= 0, dtype=np.uint8)

@@ -189,14 +189,16 @@ def _projection_init(model: "DDHNet", phi: np.ndarray, how: str, seed: int,
 
     rows = np.random.default_rng(seed).permutation(len(phi))[:max_rows]
     bits = model.hash_layer.out_features
+    device = model.hash_layer.weight.device
     with torch.no_grad():
-        f = model.features(torch.as_tensor(np.asarray(phi[rows], dtype=np.float32))).double().numpy()
+        f = model.features(torch.as_tensor(np.asarray(phi[rows], dtype=np.float32)).to(device))
+        f = f.double().cpu().numpy()
     hasher = baselines.make(how if how == "itq" else "pcah", bits, seed=seed).fit(f)
     W = hasher.components_ @ (hasher.rotation_ if how == "itq" else np.eye(bits))
     proj = (f - hasher.mean_) @ W
     scale = proj.std(axis=0) + 1e-12
     with torch.no_grad():
-        model.hash_layer.weight.copy_(torch.from_numpy((W / scale).T).float())
+        model.hash_layer.weight.copy_(torch.from_numpy((W / scale).T).float())  # copy_ moves
         model.hash_layer.bias.copy_(torch.from_numpy(-(hasher.mean_ @ W) / scale).float())
 
 
@@ -499,7 +501,7 @@ class DDHNet(nn.Module):
 
     def set_center(self, features: np.ndarray) -> None:
         """Set ``center`` to the mean of the unit-length training features."""
-        f = torch.as_tensor(np.asarray(features, dtype=np.float32))
+        f = torch.as_tensor(np.asarray(features, dtype=np.float32)).to(self.center.device)
         self.center.copy_(nn.functional.normalize(f, dim=1).mean(0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -612,6 +614,12 @@ class DDH:
         Cache the neighbourhood and the trained weights (under ``<cache>``).
     progress : bool
         Show a progress bar while training.
+    device : str, optional
+        Where the network trains and encodes (``"cpu"``, ``"cuda"``, ``"cuda:N"``,
+        ``"mps"``); default :func:`hashstudy.training.default_device`. Not part of
+        the cache key on the CPU; weights trained on a GPU are cached apart. The
+        training keeps state outside the network (warm-up step, early stopping,
+        neighbour sampler), so it is not checkpointed per epoch.
 
     Attributes (after ``fit``)
     ----------
@@ -650,8 +658,11 @@ class DDH:
                  holdout: int = 0, patience: int = 3, supervised: bool = False,
                  finetune: bool = False,
                  backbone: str = "efficientnet_lite0", input_size: int = 128, seed: int = 0,
-                 use_cache: bool = True, progress: bool = True):
+                 use_cache: bool = True, progress: bool = True,
+                 device: Optional[str] = None):
         (self.n_bits,) = config.check_bits(n_bits)
+        if device is not None:
+            training.default_device(device)  # an unknown device fails here
         self.k1, self.k2 = _positive_int("k1", k1), _positive_int("k2", k2)
         if not float(lambda1) >= 0 or not float(lambda2) >= 0:
             raise ValueError(f"lambda1 and lambda2 must be >= 0, got {lambda1!r}, {lambda2!r}")
@@ -679,6 +690,7 @@ class DDH:
                              "finetune=False; use init='random' otherwise")
         self.backbone, self.input_size = backbone, _positive_int("input_size", input_size)
         self.seed, self.use_cache, self.progress = int(seed), bool(use_cache), bool(progress)
+        self.device = device
 
     @property
     def needs_labels(self) -> bool:
@@ -696,7 +708,8 @@ class DDH:
         """Parameters in the weights' cache key. ``warmup``, ``holdout`` and ``patience``
         enter only where they change training, so weights trained before they existed
         (no warm-up, no held-out images) keep their key."""
-        params = {k: v for k, v in self.get_params().items() if k not in ("use_cache", "progress")}
+        params = {k: v for k, v in self.get_params().items()
+                  if k not in ("use_cache", "progress", "device")}  # cached_model keys a GPU
         if params["warmup"] == 0:
             del params["warmup"]
         if params["holdout"] == 0:
@@ -816,14 +829,17 @@ class DDH:
                 return lambda1
             return lambda1 * min(1.0, state["step"] / warmup_steps)
 
+        device = training.default_device(self.device)
+
         def objective(model, x, idx):
+            idx = idx.cpu()  # the rows (a no-op on the CPU); the batch is on the device
             if partner is not None and len(idx) > 1:  # half anchors, half their neighbours
                 half = (len(idx) + 1) // 2
                 anchors = idx.numpy()[:half]
                 idx = torch.from_numpy(np.concatenate([anchors, partner(anchors)[:len(idx) - half]]))
-                x = inputs_all[idx]
+                x = inputs_all[idx].to(x.device)
             z = model(x)
-            loss, parts = ddh_loss(z, pairs(idx.numpy()), weight(), pairwise)
+            loss, parts = ddh_loss(z, pairs(idx.numpy()).to(z.device), weight(), pairwise)
             w, c = model.hash_layer.weight, model.hash_layer.bias
             total = loss + 0.5 * lambda2 * (w.pow(2).sum() + c.pow(2).sum())
             state["step"] += 1
@@ -836,8 +852,8 @@ class DDH:
             yq, ydb = y[held], y[fit_rows]
 
             def held_out_map(model) -> float:
-                q = training.predict(model, Xq, batch_size=1024) >= 0
-                d = training.predict(model, Xdb, batch_size=1024) >= 0
+                q = training.predict(model, Xq, batch_size=1024, device=device) >= 0
+                d = training.predict(model, Xdb, batch_size=1024, device=device) >= 0
                 return float(metrics.evaluate(q.astype(np.uint8), d.astype(np.uint8), yq, ydb,
                                               ["map@1000"])["map@1000"])
 
@@ -881,7 +897,8 @@ class DDH:
                              epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
                              optimizer=self.optimizer, momentum=self.momentum, seed=self.seed,
                              progress=self.progress, desc=f"DDH {self.n_bits} bits",
-                             on_epoch_end=hook)
+                             on_epoch_end=hook, device=device,
+                             checkpoint=False)  # state lives in objective, hook and sampler
             except _StopTraining:
                 pass
             seconds = time.perf_counter() - t0
@@ -894,7 +911,8 @@ class DDH:
         build = self._build(in_dim)
         self.input_shape_ = X.shape[1:]
         if self.use_cache and on_epoch_end is None:
-            model, info, loaded = training.cached_model(f"ddh-{self.n_bits}", key, build, train)
+            model, info, loaded = training.cached_model(f"ddh-{self.n_bits}", key, build, train,
+                                                        device=device)
         else:
             model = build()
             t0 = time.perf_counter()
@@ -919,7 +937,8 @@ class DDH:
         if X.shape[1:] != self.input_shape_:
             raise ValueError(f"X rows have shape {X.shape[1:]}, but DDH was fitted on "
                              f"{self.input_shape_}")
-        return training.predict(self.model_, torch.from_numpy(X), batch_size=1024)
+        return training.predict(self.model_, torch.from_numpy(X), batch_size=1024,
+                                device=training.default_device(self.device))
 
     def encode(self, X) -> np.ndarray:
         """Codes ``b = sgn(z)`` as {0,1} (bit 1 is ``+1``, eq. 4), uint8 (N, n_bits)."""

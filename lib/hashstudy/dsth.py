@@ -172,6 +172,10 @@ class DSTH:
         Seeds the networks' weights, batch orders and the eigensolver.
     progress : bool
         Show training progress bars.
+    device : str, optional
+        Where the networks train and run (``"cpu"``, ``"cuda"``, ``"cuda:N"``,
+        ``"mps"``); default :func:`hashstudy.training.default_device`. Weights
+        trained on a GPU are cached apart from the CPU's.
 
     Attributes (after ``fit``)
     ----------
@@ -201,7 +205,8 @@ class DSTH:
                  threshold: str = "ncut", widths: Sequence[int] = (32, 64, 128),
                  hidden: int = 500, feature_epochs: int = 5, hash_epochs: int = 10,
                  batch_size: int = 64, lr: float = 1e-3, supervised_stage: bool = True,
-                 finetune: bool = True, labelled=None, seed: int = 0, progress: bool = True):
+                 finetune: bool = True, labelled=None, seed: int = 0, progress: bool = True,
+                 device: Optional[str] = None):
         self.n_bits = config.check_bits(n_bits)[0]
         self.input_shape = tuple(int(v) for v in input_shape)
         config.check_choice("threshold", threshold, THRESHOLDS)
@@ -220,12 +225,18 @@ class DSTH:
         self.supervised_stage, self.finetune = bool(supervised_stage), bool(finetune)
         self.labelled = labelled
         self.seed, self.progress = int(seed), bool(progress)
+        if device is not None:
+            training.default_device(device)  # an unknown device fails here
+        self.device = device
         ConvNet(self.input_shape, 2, self.widths, self.hidden)  # validates the architecture
 
     def __repr__(self) -> str:
         return (f"DSTH(n_bits={self.n_bits}, input_shape={self.input_shape}, k={self.k}, "
                 f"threshold={self.threshold!r}, widths={self.widths}, hidden={self.hidden}, "
                 f"supervised_stage={self.supervised_stage})")
+
+    def _device(self):
+        return training.default_device(self.device)
 
     # -- stages ---------------------------------------------------------------
     def _label_cnn(self, images: torch.Tensor, labels: np.ndarray):
@@ -242,14 +253,16 @@ class DSTH:
             hist = training.fit(model, (images, torch.from_numpy(labels)), _ce,
                                 epochs=self.feature_epochs, batch_size=self.batch_size,
                                 lr=self.lr, seed=self.seed, progress=self.progress,
-                                desc="DSTH label-stage CNN")
+                                desc="DSTH label-stage CNN", device=self._device())
             return {"loss": hist.loss, "seconds": hist.seconds}
 
-        model, info, _ = training.cached_model("dsth-label-cnn", key, build, train)
+        model, info, _ = training.cached_model("dsth-label-cnn", key, build, train,
+                                               device=self._device())
         return model, info, key
 
     def _features(self, images: torch.Tensor) -> np.ndarray:
-        return training.predict(self.label_cnn_, images, fn=lambda m, b: m.features(_float(b)))
+        return training.predict(self.label_cnn_, images, fn=lambda m, b: m.features(_float(b)),
+                                device=self._device())
 
     def _eigenmap(self, features: np.ndarray, key: dict):
         parts = dict(cnn=key, data=cache.array_digest(features), k=self.k, n_bits=self.n_bits,
@@ -284,10 +297,11 @@ class DSTH:
             hist = training.fit(model, (images, torch.from_numpy(bits.astype(np.float32))),
                                 _bce, epochs=self.hash_epochs, batch_size=self.batch_size,
                                 lr=self.lr, seed=self.seed, progress=self.progress,
-                                desc="DSTH hash function")
+                                desc="DSTH hash function", device=self._device())
             return {"loss": hist.loss, "seconds": hist.seconds}
 
-        model, info, _ = training.cached_model("dsth-hash-net", parts, build, train)
+        model, info, _ = training.cached_model("dsth-hash-net", parts, build, train,
+                                               device=self._device())
         return model, info
 
     # -- hasher interface --------------------------------------------------------
@@ -333,7 +347,8 @@ class DSTH:
         return self
 
     def _net_codes(self, images: torch.Tensor) -> np.ndarray:
-        out = training.predict(self.hash_net_, images, fn=lambda m, b: m(_float(b)))
+        out = training.predict(self.hash_net_, images, fn=lambda m, b: m(_float(b)),
+                               device=self._device())
         return np.ascontiguousarray(out.reshape(len(images), self.n_bits) >= 0, dtype=np.uint8)
 
     def encode(self, X) -> np.ndarray:

@@ -612,7 +612,7 @@ class _FeatureHead(nn.Module):
 
 def finetuned_features(features, labels, *, hidden: int = 512, epochs: int = 30,
                        lr: float = 1e-3, batch_size: int = 128, seed: int = 0,
-                       progress: bool = False) -> np.ndarray:
+                       progress: bool = False, device: Optional[str] = None) -> np.ndarray:
     """Label-tuned features for the with-labels variant (sec. IV-C, Table IV).
 
     A head ``Linear(D, hidden) -> ReLU -> Linear(hidden, classes)`` is trained
@@ -628,6 +628,10 @@ def finetuned_features(features, labels, *, hidden: int = 512, epochs: int = 30,
     features : float array (n, D)
     labels : int array (n,)
         Class labels ``>= 0`` (at least two classes).
+    device : str, optional
+        Where the networks train and run (``"cpu"``, ``"cuda"``, ``"cuda:N"``,
+        ``"mps"``); default :func:`hashstudy.training.default_device`. Weights
+        trained on a GPU are cached apart from the CPU's.
 
     Returns
     -------
@@ -647,6 +651,7 @@ def finetuned_features(features, labels, *, hidden: int = 512, epochs: int = 30,
     n_classes = int(y.max()) + 1
     key = dict(data=cache.array_digest(X, y), hidden=hidden, epochs=epochs, lr=lr,
                batch_size=batch_size, seed=seed)
+    device = training.default_device(device)
 
     def build():
         torch.manual_seed(seed)
@@ -656,11 +661,12 @@ def finetuned_features(features, labels, *, hidden: int = 512, epochs: int = 30,
         hist = training.fit(model, (Xs, yt),
                             lambda m, xb, yb: nn.functional.cross_entropy(m(xb), yb),
                             epochs=epochs, batch_size=batch_size, lr=lr, optimizer="adam",
-                            seed=seed, progress=progress, desc="fine-tuned feature head")
+                            seed=seed, progress=progress, desc="fine-tuned feature head",
+                            device=device)
         return {"loss": hist.loss, "seconds": hist.seconds}
 
-    model, _, _ = training.cached_model("dsth-journal-finetune", key, build, train)
-    return training.predict(model, Xs).astype(np.float32)
+    model, _, _ = training.cached_model("dsth-journal-finetune", key, build, train, device=device)
+    return training.predict(model, Xs, device=device).astype(np.float32)
 
 
 # ---------------------------------------------------------------------------
@@ -668,7 +674,7 @@ def finetuned_features(features, labels, *, hidden: int = 512, epochs: int = 30,
 
 
 def _run_phases(model, tensors, loss_fn, *, epochs, lrs, batch_size, momentum, weight_decay,
-                seed, progress, desc) -> dict:
+                seed, progress, desc, device=None) -> dict:
     """SGD in phases of decreasing learning rate (sec. IV-C); returns the loss history."""
     losses, seconds = [], 0.0
     for phase, (ep, lr) in enumerate(zip(epochs, lrs)):
@@ -676,7 +682,8 @@ def _run_phases(model, tensors, loss_fn, *, epochs, lrs, batch_size, momentum, w
             continue
         hist = training.fit(model, tensors, loss_fn, epochs=ep, batch_size=batch_size, lr=lr,
                             optimizer="sgd", momentum=momentum, weight_decay=weight_decay,
-                            seed=seed + phase, progress=progress, desc=f"{desc} (lr {lr:g})")
+                            seed=seed + phase, progress=progress, desc=f"{desc} (lr {lr:g})",
+                            device=device)
         losses += hist.loss
         seconds += hist.seconds
     return {"loss": losses, "seconds": seconds}
@@ -696,8 +703,8 @@ def train_hash_net(images: torch.Tensor, targets: np.ndarray, *, encoder: str = 
                    head: str = "batchnorm", hidden: int = 512, mlp_blocks: Optional[int] = None,
                    epochs: Sequence[int] = (6, 1, 1), lrs: Sequence[float] = (0.01, 1e-3, 1e-4),
                    batch_size: int = 100, momentum: float = 0.9, weight_decay: float = 0.004,
-                   hidden_activation: str = "relu", seed: int = 0, progress: bool = False
-                   ) -> tuple[nn.Module, dict, bool]:
+                   hidden_activation: str = "relu", seed: int = 0, progress: bool = False,
+                   device: Optional[str] = None) -> tuple[nn.Module, dict, bool]:
     """Train a :class:`HashNet` to output hash labels (eq. 18), weights cached on disk.
 
     Parameters
@@ -713,10 +720,14 @@ def train_hash_net(images: torch.Tensor, targets: np.ndarray, *, encoder: str = 
         Epochs per phase and its learning rate (the paper: 0.01, 0.001, 0.0001
         for 60,000, 5,000 and 5,000 iterations).
     batch_size, momentum, weight_decay, seed, progress
+    device : str, optional
+        Where the networks train and run (``"cpu"``, ``"cuda"``, ``"cuda:N"``,
+        ``"mps"``); default :func:`hashstudy.training.default_device`. Weights
+        trained on a GPU are cached apart from the CPU's.
 
     Returns
     -------
-    model, info, loaded : HashNet or FeatureHashNet (eval mode),
+    model, info, loaded : HashNet or FeatureHashNet (eval mode, on ``device``),
         {"loss": [...], "seconds": s}, bool
     """
     epochs, lrs = _check_schedule(epochs, lrs)
@@ -746,6 +757,7 @@ def train_hash_net(images: torch.Tensor, targets: np.ndarray, *, encoder: str = 
     if hidden_activation != "relu":
         key["arch"]["hidden_activation"] = hidden_activation
     arch["hidden_activation"] = hidden_activation
+    device = training.default_device(device)
 
     def build():
         torch.manual_seed(seed)
@@ -757,9 +769,9 @@ def train_hash_net(images: torch.Tensor, targets: np.ndarray, *, encoder: str = 
         return _run_phases(model, (images, y), lambda m, xb, yb: eq18_loss(m(xb), yb),
                            epochs=epochs, lrs=lrs, batch_size=batch_size, momentum=momentum,
                            weight_decay=weight_decay, seed=seed, progress=progress,
-                           desc=f"{what} {encoder}+{head} {n_bits} bits")
+                           desc=f"{what} {encoder}+{head} {n_bits} bits", device=device)
 
-    return training.cached_model(name, key, build, train)
+    return training.cached_model(name, key, build, train, device=device)
 
 
 def label_agreement(codes, targets) -> dict:
@@ -810,13 +822,13 @@ def _check_heldout(heldout) -> float:
 
 
 def _label_stage(features, labels, n_bits: int, k: int, seed: int, with_labels: bool,
-                 finetune_epochs: int, progress: bool) -> HashLabels:
+                 finetune_epochs: int, progress: bool, device=None) -> HashLabels:
     """The hash labels of the training images (sec. III-A), with labels first if asked."""
     if with_labels:
         if labels is None:
             raise ValueError("with_labels=True needs the training images' class labels")
         features = finetuned_features(features, labels, epochs=finetune_epochs, seed=seed,
-                                      progress=progress)
+                                      progress=progress, device=device)
     return hash_labels(features, n_bits, k, seed)
 
 
@@ -876,6 +888,10 @@ class DSTHJournal:
         Training images (the first ones fitted) on which :attr:`label_fit_` is measured.
     seed : int
     progress : bool
+    device : str, optional
+        Where the networks train and run (``"cpu"``, ``"cuda"``, ``"cuda:N"``,
+        ``"mps"``); default :func:`hashstudy.training.default_device`. Weights
+        trained on a GPU are cached apart from the CPU's.
 
     Attributes (after ``fit``)
     ----------
@@ -904,7 +920,7 @@ class DSTHJournal:
                  batch_size: int = 100, momentum: float = 0.9, weight_decay: float = 0.004,
                  with_labels: bool = False, finetune_epochs: int = 30, heldout: float = 0.0,
                  inputs: str = "pixels", n_fit_check: int = 1000, seed: int = 0,
-                 progress: bool = False):
+                 progress: bool = False, device: Optional[str] = None):
         self.n_bits = _check_bits(n_bits)
         self.input_size = _check_input_size(input_size)
         self.encoder, self.head = _split_config(config)
@@ -926,6 +942,9 @@ class DSTHJournal:
         self.inputs = inputs
         self.n_fit_check = _positive("n_fit_check", n_fit_check)
         self.seed, self.progress = int(seed), bool(progress)
+        if device is not None:
+            training.default_device(device)  # an unknown device fails here
+        self.device = device
 
     @property
     def supervised(self) -> bool:
@@ -964,7 +983,8 @@ class DSTHJournal:
             raise ValueError(f"features must be (n, D) for the {x.shape[0]} images, got "
                              f"{features.shape}")
         self.labels_ = _label_stage(features, labels, self.n_bits, self.k, self.seed,
-                                    self.with_labels, self.finetune_epochs, self.progress)
+                                    self.with_labels, self.finetune_epochs, self.progress,
+                                    self.device)
         self.thresholds_ = self.labels_.thresholds
         fit_rows, held_rows = heldout_rows(x.shape[0], self.heldout, self.seed)
         self.fit_rows_, self.heldout_rows_ = fit_rows, held_rows
@@ -978,7 +998,8 @@ class DSTHJournal:
             x_fit, y_fit, encoder=self.encoder, head=self.head, hidden=self.hidden,
             mlp_blocks=blocks, epochs=self.epochs, lrs=self.lrs,
             batch_size=self.batch_size, momentum=self.momentum, weight_decay=self.weight_decay,
-            hidden_activation=self.hidden_activation, seed=self.seed, progress=self.progress)
+            hidden_activation=self.hidden_activation, seed=self.seed, progress=self.progress,
+            device=self.device)
         m = min(self.n_fit_check, x_fit.shape[0])
         self.label_fit_ = float((self._codes(x_fit[:m]) == y_fit[:m]).mean())
         self.label_fit_report_ = _fit_report(self._codes, x, self.labels_.bits, fit_rows,
@@ -986,7 +1007,7 @@ class DSTHJournal:
         return self
 
     def _codes(self, x: torch.Tensor) -> np.ndarray:
-        out = training.predict(self.model_, x)
+        out = training.predict(self.model_, x, device=training.default_device(self.device))
         return codes_from_outputs(out, self.head, self.thresholds_)
 
     def encode(self, images) -> np.ndarray:
@@ -1018,8 +1039,9 @@ class LabelCopy:
         Neighbours of the label stage's graph (``mu``).
     vote_k : int
         Neighbours whose labels vote for a new image.
-    with_labels, finetune_epochs, heldout, seed, progress
-        As in :class:`DSTHJournal` (held-out images do not vote).
+    with_labels, finetune_epochs, heldout, seed, progress, device
+        As in :class:`DSTHJournal` (held-out images do not vote; ``device`` is
+        where the with-labels feature head trains).
 
     Attributes (after ``fit``): ``labels_``, ``fit_rows_``, ``heldout_rows_``,
     ``label_fit_report_`` as in :class:`DSTHJournal`.
@@ -1027,8 +1049,11 @@ class LabelCopy:
 
     def __init__(self, n_bits: int, *, k: int = 12, vote_k: int = 12, with_labels: bool = False,
                  finetune_epochs: int = 30, heldout: float = 0.0, seed: int = 0,
-                 progress: bool = False):
+                 progress: bool = False, device: Optional[str] = None):
         self.n_bits = _check_bits(n_bits)
+        if device is not None:
+            training.default_device(device)  # an unknown device fails here
+        self.device = device
         self.k, self.vote_k = _positive("k", k), _positive("vote_k", vote_k)
         self.with_labels = bool(with_labels)
         self.finetune_epochs = _positive("finetune_epochs", finetune_epochs)
@@ -1048,7 +1073,7 @@ class LabelCopy:
         if X.ndim != 2:
             raise ValueError(f"features must be (n, D), got shape {X.shape}")
         self.labels_ = _label_stage(X, labels, self.n_bits, self.k, self.seed, self.with_labels,
-                                    self.finetune_epochs, self.progress)
+                                    self.finetune_epochs, self.progress, self.device)
         fit_rows, held_rows = heldout_rows(X.shape[0], self.heldout, self.seed)
         if self.vote_k > fit_rows.size:
             raise ValueError(f"vote_k={self.vote_k} is more than the {fit_rows.size} fitted "
@@ -1443,7 +1468,7 @@ def classification_accuracy(setting: Setting, backbones: Sequence[str], *,
                             epochs: Sequence[int] = (6, 1, 1),
                             lrs: Sequence[float] = (0.01, 1e-3, 1e-4), batch_size: int = 100,
                             momentum: float = 0.9, weight_decay: float = 0.004, seed: int = 0,
-                            progress: bool = False) -> dict:
+                            progress: bool = False, device: Optional[str] = None) -> dict:
     """Table II: test accuracy of each backbone and of SimpleNet, trained on the training images.
 
     Backbones: a multinomial logistic regression (scikit-learn, lbfgs,
@@ -1452,6 +1477,8 @@ def classification_accuracy(setting: Setting, backbones: Sequence[str], *,
     scratch by cross-entropy with the hash function's SGD schedule. Both
     train on ``setting.split.train`` and are scored on the test images
     (queries and database).
+
+    SimpleNet trains on ``device`` (see :func:`hashstudy.training.default_device`).
 
     Returns
     -------
@@ -1474,6 +1501,7 @@ def classification_accuracy(setting: Setting, backbones: Sequence[str], *,
     n_classes = int(setting.labels.max()) + 1
     key = dict(data=cache.array_digest(x[tr], ytr), classes=n_classes, epochs=epochs, lrs=lrs,
                batch_size=batch_size, momentum=momentum, weight_decay=weight_decay, seed=seed)
+    device = training.default_device(device)
 
     def build():
         torch.manual_seed(seed)
@@ -1485,10 +1513,11 @@ def classification_accuracy(setting: Setting, backbones: Sequence[str], *,
                            lambda m, xb, yb: nn.functional.cross_entropy(m(xb), yb),
                            epochs=epochs, lrs=lrs, batch_size=batch_size, momentum=momentum,
                            weight_decay=weight_decay, seed=seed, progress=progress,
-                           desc="SimpleNet classifier")
+                           desc="SimpleNet classifier", device=device)
 
-    model, _, _ = training.cached_model("dsth-journal-simplenet-cls", key, build, train)
-    pred = training.predict(model, x[te]).argmax(axis=1)
+    model, _, _ = training.cached_model("dsth-journal-simplenet-cls", key, build, train,
+                                        device=device)
+    pred = training.predict(model, x[te], device=device).argmax(axis=1)
     out["simplenet"] = float((pred == yte).mean())
     return out
 
