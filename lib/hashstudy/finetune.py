@@ -74,20 +74,25 @@ MAX_STAGES = 2
 FINETUNE_VERSION = "1"
 
 PROFILE_SIZES = {
-    # synthetic data: a few hundred images at 64 px, one epoch per point
-    "smoke": {"input_sizes": [64], "n_train": [100, 300], "stages": [0, 1], "epochs": 2,
-              "main": {"input_size": 64, "stages": 1, "n_train": 300}, "batch_size": 32},
-    # CIFAR-10 test accuracy (10,000 test images) against the knobs, a few CPU hours cold
+    # synthetic data: a few hundred images at 64 px
+    "smoke": {"input_sizes": [64], "n_train": [100, 300], "stages": [0, 1],
+              "stages_n_train": 100, "epochs": 2, "batch_size": 32,
+              "main": {"input_size": 64, "stages": 1, "n_train": 300}},
+    # CIFAR-10 test accuracy (10,000 test images) against the knobs: about an hour of both
+    # cores cold (maps extracted once, about 15 minutes more), seconds warm
     "quick": {"input_sizes": [128, 224], "n_train": [5000, 10000, 20000, 50000],
-              "stages": [0, 1, 2], "epochs": 6,
-              "main": {"input_size": 224, "stages": 1, "n_train": 50000}, "batch_size": 64},
+              "stages": [0, 1, 2], "stages_n_train": 10000, "epochs": 6, "batch_size": 64,
+              "main": {"input_size": 224, "stages": 1, "n_train": 50000}},
+    # the same points trained twice as long, and both top stages on every training image
     "paper": {"input_sizes": [128, 224], "n_train": [5000, 10000, 20000, 50000],
-              "stages": [0, 1, 2], "epochs": 12,
-              "main": {"input_size": 224, "stages": 2, "n_train": 50000}, "batch_size": 64},
+              "stages": [0, 1, 2], "stages_n_train": 50000, "epochs": 12, "batch_size": 64,
+              "main": {"input_size": 224, "stages": 2, "n_train": 50000}},
 }
-"""Sizes of the accuracy curve per profile: ``input_sizes`` (px), ``n_train`` (training
-images, stratified), ``stages`` (block stages trained), ``epochs`` (the curve over epochs is
-logged), ``main`` (the configuration every other axis is varied around)."""
+"""Sizes of the accuracy curve per profile: ``main`` (the configuration the others vary
+around: input size, block stages trained, training images), ``n_train`` (training-set sizes
+tried at the main input size and stages), ``stages`` x ``input_sizes`` (tried with
+``stages_n_train`` training images, a smaller set where training two stages would take
+hours), ``epochs`` and ``batch_size`` of every point (accuracy is logged after every epoch)."""
 
 
 # --------------------------------------------------------------------------- #
@@ -281,8 +286,10 @@ class TopTrunk(nn.Module):
         """The frozen part on float16/float32 maps (B, 112, s, s); float32 out."""
         self.frozen_blocks.eval()
         self.frozen_head.eval()
-        x = torch.as_tensor(np.asarray(maps)).float()
-        return self.frozen_head(self.frozen_blocks(x))
+        dev = next(self.top.parameters(), next(self.frozen_head.parameters(), None))
+        x = torch.from_numpy(np.array(maps, dtype=np.float32))  # a writable float32 copy
+        x = x if dev is None else x.to(dev.device)
+        return self.frozen_head(self.frozen_blocks(x)).cpu()
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.top(z.float())
@@ -337,11 +344,14 @@ def frozen_outputs(model, maps: np.ndarray, batch_size: int = 256, progress: boo
 
 @torch.no_grad()
 def _apply(model: TopNet, z: torch.Tensor, fn: str = "logits", batch_size: int = 512):
+    """Logits (or pooled activations) of frozen-part outputs ``z``, on the model's device;
+    returned in CPU memory."""
     model.eval()
+    dev = model.classifier.weight.device
     out = []
     for start in range(0, len(z), batch_size):
-        zb = z[start:start + batch_size]
-        out.append(model(zb) if fn == "logits" else model.embed(zb))
+        zb = z[start:start + batch_size].to(dev)
+        out.append((model(zb) if fn == "logits" else model.embed(zb)).cpu())
     return torch.cat(out)
 
 
@@ -386,7 +396,7 @@ def finetune(maps: np.ndarray, labels, *, stages: int = 1, epochs: int = 6,
              mirror_maps: Optional[np.ndarray] = None, seed: int = 0,
              eval_maps: Optional[np.ndarray] = None, eval_labels=None,
              identity: Optional[Mapping] = None, progress: bool = True,
-             desc: str = "fine-tuning") -> FineTuned:
+             desc: str = "fine-tuning", device=None) -> FineTuned:
     """Fine-tune the top of Lite0 and a linear classifier with class labels.
 
     Parameters
@@ -407,7 +417,11 @@ def finetune(maps: np.ndarray, labels, *, stages: int = 1, epochs: int = 6,
     identity : mapping, optional
         What the maps are (dataset, split, rows, input size): the cache key of the
         weights. Without it the key hashes the arrays themselves (slow for large ones).
+    device : str or torch.device, optional
+        Where to train (:func:`hashstudy.training.default_device`); the maps and the
+        frozen part's outputs stay in CPU memory, batches move.
     """
+    device = training.default_device(device)
     stages = _check_stages(stages)
     labels = np.asarray(labels)
     if maps.ndim != 4 or maps.shape[1] != 112 or len(maps) != len(labels):
@@ -433,7 +447,7 @@ def finetune(maps: np.ndarray, labels, *, stages: int = 1, epochs: int = 6,
     def build():
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return TopNet(stages, n_classes)
+            return TopNet(stages, n_classes).to(device)
 
     def train(model):
         t0 = time.perf_counter()
@@ -447,11 +461,12 @@ def finetune(maps: np.ndarray, labels, *, stages: int = 1, epochs: int = 6,
         ye = None if eval_labels is None else np.asarray(eval_labels)
 
         def loss_fn(m, idx, yb):
-            x = z[idx]
+            rows = idx.cpu()  # the frozen outputs stay in CPU memory; the batch moves
+            x = z[rows]
             if zm is not None:
-                flip = torch.rand(len(idx)) < 0.5
-                x = torch.where(flip.view(-1, *([1] * (x.dim() - 1))), zm[idx], x)
-            return nn.functional.cross_entropy(m(x.float()), yb)
+                flip = torch.rand(len(rows)) < 0.5
+                x = torch.where(flip.view(-1, *([1] * (x.dim() - 1))), zm[rows], x)
+            return nn.functional.cross_entropy(m(x.to(yb.device).float()), yb)
 
         def on_epoch_end(epoch, m):
             if ze is None:
@@ -466,7 +481,8 @@ def finetune(maps: np.ndarray, labels, *, stages: int = 1, epochs: int = 6,
         return {"loss": hist.loss, "eval_accuracy": [h.get("eval_accuracy") for h in hist.logs],
                 "frozen_seconds": frozen_seconds, "train_seconds": time.perf_counter() - t0}
 
-    model, info, loaded = training.cached_model(f"finetune-lite0-s{stages}", key, build, train)
+    model, info, loaded = training.cached_model(f"finetune-lite0-s{stages}", key, build, train,
+                                                device=device)
     return FineTuned(model, info, loaded, settings)
 
 
@@ -543,18 +559,16 @@ def maps_cache_path_for(dataset: str, split: str, input_size: int, root=None) ->
 
 
 def curve_points(sizes: Mapping) -> list[dict]:
-    """The configurations of :func:`accuracy_curve`: the ``main`` one, then each knob varied
-    alone around it (training-set size, stages, input size), without repeats."""
+    """The configurations of :func:`accuracy_curve`, without repeats: the ``main`` one; the
+    training-set sizes at the main input size and stages; every input size with every
+    number of stages at ``stages_n_train`` images; every input size with the main stages
+    and training-set size."""
     main = dict(sizes["main"])
     points = [main]
-    for n in sizes["n_train"]:
-        points.append({**main, "n_train": n})
-    for s in sizes["stages"]:
-        points.append({**main, "stages": s})
-    for px in sizes["input_sizes"]:
-        points.append({**main, "input_size": px})
-        for s in sizes["stages"]:  # the stages at every input size: the cheap resolution too
-            points.append({**main, "input_size": px, "stages": s})
+    points += [{**main, "n_train": n} for n in sizes["n_train"]]
+    points += [{"input_size": px, "stages": st, "n_train": sizes["stages_n_train"]}
+               for px in sizes["input_sizes"] for st in sizes["stages"]]
+    points += [{**main, "input_size": px} for px in sizes["input_sizes"]]
     seen, out = set(), []
     for p in points:
         k = (p["input_size"], p["stages"], p["n_train"])
@@ -628,8 +642,9 @@ def report_curve(report, curve, *, dataset: str, sizes: Mapping):
 
     Tables ``curve`` (every epoch) and ``final`` (last epoch per point); metrics
     ``<dataset>/<px>px/stages<s>/n<n>/{test_accuracy,train_seconds,epochs}``, the main
-    point's as ``<dataset>/main/...``, the frozen backbone's at the main size as
-    ``<dataset>/frozen/test_accuracy``, the best point's as ``<dataset>/best/...`` and
+    point's as ``<dataset>/main/...``, the stages axis at the main input size as
+    ``<dataset>/frozen/test_accuracy`` and ``<dataset>/stages<s>/test_accuracy``, the best
+    point's as ``<dataset>/best/...`` and
     ``<dataset>/reaches_target`` (1.0 when the main point reaches
     :data:`TARGET_ACCURACY`). Returns the final-points table.
     """
@@ -649,9 +664,10 @@ def report_curve(report, curve, *, dataset: str, sizes: Mapping):
         report.add(f"{dataset}/main/train_seconds", float(m.train_seconds.iloc[0]))
         report.add(f"{dataset}/reaches_target",
                    float(m.test_accuracy.iloc[0] >= TARGET_ACCURACY))
-    frozen = pick[pick.stages == 0]
-    if len(frozen):
-        report.add(f"{dataset}/frozen/test_accuracy", float(frozen.test_accuracy.iloc[0]))
+    axis = final[(final.input_size == main["input_size"])
+                 & (final.n_train == sizes.get("stages_n_train", main["n_train"]))]
+    for st, acc in zip(axis.stages, axis.test_accuracy):  # the stages axis at the main size
+        report.add(f"{dataset}/{'frozen' if st == 0 else f'stages{st}'}/test_accuracy", acc)
     best = final.loc[final.test_accuracy.idxmax()]
     report.add(f"{dataset}/best/test_accuracy", float(best.test_accuracy))
     report.add(f"{dataset}/best/train_seconds", float(best.train_seconds))
@@ -672,11 +688,12 @@ def curve_text(final, *, dataset: str, sizes: Mapping) -> str:
                      f"test accuracy **{acc:.3f}**, which {verdict} the study's target of "
                      f"{TARGET_ACCURACY}; {sec:.0f} s of training on this machine, frozen part "
                      "included (the maps are extracted once before it).")
-    for px, g in final[final.n_train == main["n_train"]].groupby("input_size"):
+    n_axis = sizes.get("stages_n_train", main["n_train"])
+    for px, g in final[final.n_train == n_axis].groupby("input_size"):
         g = g.sort_values("stages")
         parts = [f"{int(s)} stage(s): {a:.3f} ({t:.0f} s)" for s, a, t in
                  zip(g.stages, g.test_accuracy, g.train_seconds)]
-        lines.append(f"- **{px} px**, {main['n_train']:,} images: " + "; ".join(parts) + ".")
+        lines.append(f"- **{px} px**, {n_axis:,} images: " + "; ".join(parts) + ".")
     n = final[(final.input_size == main["input_size"]) & (final.stages == main["stages"])
               ].sort_values("n_train")
     if len(n) > 1:

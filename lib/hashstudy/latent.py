@@ -504,7 +504,7 @@ class LatentHasher:
                 lr=self.lr, optimizer=self.optimizer, weight_decay=self.weight_decay,
                 schedule=self.schedule, seed=self.seed,
                 transform=self._augment if self.images_in else None, progress=self.progress,
-                desc=f"latent layer ({self.trunk}, {self.n_bits} bits)")
+                desc=f"latent layer ({self.trunk}, {self.n_bits} bits)", device=self.device)
             return {"loss": history.loss, "seconds": history.seconds}
 
         def build():
@@ -520,8 +520,7 @@ class LatentHasher:
                            weights=features._weights_identity(
                                features.BACKBONES[_ft.SOURCE]))
             model, info, loaded = training.cached_model(
-                f"latent-{self.trunk}-{self.n_bits}b", key, build, train)
-            model.to(self.device)
+                f"latent-{self.trunk}-{self.n_bits}b", key, build, train, device=self.device)
         else:
             model = build()
             info, loaded = train(model), False
@@ -551,7 +550,8 @@ class LatentHasher:
             X = X.astype(np.float32)
         out = training.predict(self.model_, torch.as_tensor(np.ascontiguousarray(X)
                                                             if isinstance(X, np.ndarray) else X),
-                               batch_size=batch_size, fn=lambda m, b: torch.cat(m.embed(b), 1))
+                               batch_size=batch_size, fn=lambda m, b: torch.cat(m.embed(b), 1),
+                               device=self.device)
         f, h = self.fc7_dim, self.n_bits
         return out[:, :f], out[:, f:f + h], out[:, f + h:]
 

@@ -2,7 +2,7 @@
 accuracy against epochs, training-set size, stages trained and input size."""
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Optional
 
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
@@ -18,10 +18,11 @@ def _label(px, stages, n) -> str:
 
 
 def accuracy_curve(curve, final, main: Mapping, *, dataset: str, target: float,
-                   paper_levels: Mapping[str, float]):
+                   paper_levels: Mapping[str, float], stages_n_train: Optional[int] = None):
     """Three panels: test accuracy per epoch of every configuration; final accuracy against
     training-set size (the main input size and stages); final accuracy against stages
-    trained, one line per input size, with the training seconds beside each point.
+    trained, one line per input size (at ``stages_n_train`` images), with the training
+    seconds beside each point.
 
     ``curve``/``final``: :func:`hashstudy.finetune.accuracy_curve` and
     :func:`hashstudy.finetune.final_points`; ``paper_levels``: ``{source: accuracy}`` drawn
@@ -33,16 +34,18 @@ def accuracy_curve(curve, final, main: Mapping, *, dataset: str, target: float,
         series[_label(px, stages, n)] = (g.epoch.to_numpy(), g.test_accuracy.to_numpy())
     curves(series, xlabel="epoch", ylabel="test accuracy", ax=axes[0], markevery=1,
            legend=None, title=f"{dataset}: test accuracy per epoch")
-    sub = final[(final.input_size == main["input_size"]) & (final.stages == main["stages"])
-                ].sort_values("n_train")
-    curves({_label(main["input_size"], main["stages"], 0).rsplit(",", 1)[0]:
-            (sub.n_train.to_numpy(), sub.test_accuracy.to_numpy())},
-           xlabel="training images", ylabel="test accuracy (last epoch)", ax=axes[1],
+    by_n = {}
+    for px, sub in final[final.stages == main["stages"]].groupby("input_size"):
+        sub = sub.sort_values("n_train")
+        if len(sub) > 1:
+            by_n[_label(px, main["stages"], 0).rsplit(",", 1)[0]] = (sub.n_train.to_numpy(),
+                                                                     sub.test_accuracy.to_numpy())
+    curves(by_n, xlabel="training images", ylabel="test accuracy (last epoch)", ax=axes[1],
            markevery=1, legend=None, title="against training-set size")
     axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[1].set_xscale("log")
     by_px = {}
-    n_main = main["n_train"]
+    n_main = stages_n_train or main["n_train"]
     for px, g in final[final.n_train == n_main].groupby("input_size"):
         g = g.sort_values("stages")
         by_px[f"{px} px, {n_main:,} images"] = (g.stages.to_numpy(), g.test_accuracy.to_numpy())
