@@ -475,3 +475,21 @@ def test_a_seed_sweep_supplies_means_and_spread(papers):
     out = claims.evaluate("quick", claim)
     assert out["verdict"].tolist() == ["partly"]  # +0.007 is inside 2 x the seed spread
     assert "0.478 (mean of 3 seeds)" in out["compared"][0] and "seed spread" in out["reason"][0]
+
+
+def test_largest_reads_the_biggest_profile_that_was_run(papers):
+    """``largest=True``: a claim is decided on the paper report where one exists, else on the
+    quick one, and the verdict says which; a smoke report never decides a quick claim."""
+    lg = ledger(row(id="a", rule="at_least", keys="x/acc", value="0.8", tol="0"),
+                row(id="b", notebook="02_latent_layer_cnn", paper="02_latent_layer_cnn",
+                    rule="at_least", keys="y/acc", value="0.8", tol="0"))
+    write_report("04_ddh", {"x/acc": 0.7})
+    write_report("04_ddh", {"x/acc": 0.9}, profile="paper")
+    write_report("02_latent_layer_cnn", {"y/acc": 0.9})
+    write_report("02_latent_layer_cnn", {"y/acc": 0.1}, profile="smoke")
+    frame = claims.evaluate("quick", lg, largest=True).set_index("id")
+    assert frame.loc["a", "verdict"] == "reproduced" and frame.loc["a", "profile"] == "paper"
+    assert frame.loc["b", "verdict"] == "reproduced" and frame.loc["b", "profile"] == "quick"
+    plain = claims.evaluate("quick", lg).set_index("id")
+    assert plain.loc["a", "verdict"] == "not reproduced" and plain.loc["a", "profile"] == "quick"
+    assert "| paper |" in claims.markdown("quick", lg).splitlines()[2]

@@ -19,7 +19,7 @@ def test_every_notebook_has_all_three_profiles(notebook):
 LIBRARY_TABLES = {"00_baselines": "baseline_study", "01_dsth_mm2015": "dsth",
                   "02_latent_layer_cnn": "latent", "03_tanh_autoencoder": "autoencoder",
                   "04_ddh": "ddh", "05_dsth_tcyb2018": "dsth_journal",
-                  "06_cross_paper": "crosspaper"}
+                  "06_cross_paper": "crosspaper", "07_finetuned_backbone": "finetune"}
 
 
 @pytest.mark.parametrize("notebook", sorted(LIBRARY_TABLES))

@@ -18,10 +18,12 @@ one-way:
    loop, cached weights)
 4. **hashers and the experiment shape**: ``baselines`` (the shallow hashers),
    ``evaluation`` (``run``: fit, encode and evaluate methods on a split; its
-   ``Result`` is the one shape every experiment returns)
+   ``Result`` is the one shape every experiment returns), ``finetune`` (Lite0
+   fine-tuned on cached stage-4 maps: the backbone ``efficientnet_lite0_ft``)
 5. **methods, one module per paper**: ``baseline_study`` (00), ``dsth`` and
    ``cnnh`` (01), ``latent`` (02), ``autoencoder`` (03), ``ddh`` (04),
-   ``dsth_journal`` (05), ``references`` (06's reference points)
+   ``dsth_journal`` (05), ``references`` (06's reference points); notebook 07's
+   curve lives with its backbone in ``finetune``
 6. **figures**: ``plots`` (shared styles and curves) and one module per paper,
    ``plots.<method module>``
 7. **the study**: ``crosspaper`` (06), ``claims`` (the ledger), ``summary``,
@@ -38,7 +40,7 @@ LAYERS = {
     "infrastructure": ["config", "timing", "cache", "reporting"],
     "data and protocols": ["data", "synthetic", "protocols", "features"],
     "codes, search and metrics": ["hamming", "metrics", "graph", "training"],
-    "hashers and the experiment shape": ["baselines", "evaluation"],
+    "hashers and the experiment shape": ["baselines", "evaluation", "finetune"],
     "methods": ["baseline_study", "dsth", "cnnh", "latent", "autoencoder", "ddh", "dsth_journal",
                 "references"],
     "figures": ["plots", "plots.*"],

@@ -733,7 +733,8 @@ def _ledger(ledger):
     return _validate(ledger.copy())
 
 
-def evaluate(profile: str = "quick", ledger=None, folders: Optional[dict] = None):
+def evaluate(profile: str = "quick", ledger=None, folders: Optional[dict] = None, *,
+             largest: bool = False):
     """The verdict of every claim on the reports of one profile.
 
     Parameters
@@ -748,6 +749,11 @@ def evaluate(profile: str = "quick", ledger=None, folders: Optional[dict] = None
     folders : {notebook: folder}, optional
         Read these notebooks' reports from the given folders instead (an
         ablation run's folder, for example), at the same profile.
+    largest : bool, default False
+        Judge each claim on the largest profile, from ``profile`` up, whose
+        report of the claim's notebook exists (a committed ``paper`` report
+        decides a claim before the ``quick`` one); the ``profile`` column names
+        the profile each verdict comes from.
 
     Returns
     -------
@@ -762,13 +768,21 @@ def evaluate(profile: str = "quick", ledger=None, folders: Optional[dict] = None
 
     config.check_profile(profile)
     frame = _ledger(ledger)
-    ctx = _Context(profile, folders)
+    contexts = {p: _Context(p, folders) for p in config.PROFILES
+                if _profile_rank(p) >= _profile_rank(profile)}
     rows = []
     for row in frame.to_dict("records"):
-        verdict, compared, reason = _judge(row, ctx)
+        used = profile
+        if largest and row["rule"] != "not_tested":
+            for p in sorted(contexts, key=_profile_rank, reverse=True):
+                if _profile_rank(p) >= _profile_rank(row["profile"]) and \
+                        contexts[p].report(row["notebook"])[0] is not None:
+                    used = p
+                    break
+        verdict, compared, reason = _judge(row, contexts[used])
         rows.append({"id": row["id"], "paper": row["paper"], "where": row["where"],
                      "claim": row["claim"], "verdict": verdict, "compared": compared,
-                     "reason": reason, "notebook": row["notebook"], "profile": profile})
+                     "reason": reason, "notebook": row["notebook"], "profile": used})
     return pd.DataFrame(rows, columns=OUTPUT_COLUMNS)
 
 
@@ -847,15 +861,16 @@ def markdown(profile: str = "quick", ledger=None) -> str:
     -------
     str
         A header, a separator and one row per claim: id, paper, where, the
-        claim, the verdict, the numbers compared and the reason (``|``
-        escaped).
+        claim, the verdict, the numbers compared, the reason (``|``
+        escaped) and the profile of the report that decided it (the largest
+        one at or above ``profile`` that exists: ``evaluate(largest=True)``).
     """
-    frame = evaluate(profile, ledger)
-    lines = ["| claim | paper | where | statement | verdict | compared | reason |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    frame = evaluate(profile, ledger, largest=True)
+    lines = ["| claim | paper | where | statement | verdict | compared | reason | profile |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in frame.itertuples():
         lines.append(f"| `{r.id}` | {r.paper} | {_md(r.where)} | {_md(r.claim)} | "
-                     f"**{r.verdict}** | {_md(r.compared)} | {_md(r.reason)} |")
+                     f"**{r.verdict}** | {_md(r.compared)} | {_md(r.reason)} | {r.profile} |")
     return "\n".join(lines)
 
 
@@ -875,13 +890,15 @@ def html(profile: str = "quick", ledger=None) -> str:
         ``<tr data-claim="<id>" class="verdict-<verdict>">`` per claim
         (spaces in the verdict become ``-``: ``verdict-not-tested``),
         coloured by inline CSS (:data:`COLOURS`); the claim's cell carries
-        the ledger's note as its ``title``.
+        the ledger's note as its ``title``; the last cell names the profile
+        whose report decided the claim (``evaluate(largest=True)``).
     """
     led = _ledger(ledger)
-    frame = evaluate(profile, led)
+    frame = evaluate(profile, led, largest=True)
     notes = dict(zip(led["id"], led["note"]))
     esc = _html.escape
-    out = [f'<p class="verdict-counts">Claims on the {esc(profile)} reports: '
+    out = [f'<p class="verdict-counts">Claims on the {esc(profile)} reports (or a larger '
+           f'profile\'s, where one exists; the last column names it): '
            + " &middot; ".join(
                f'<span class="count-{v.replace(" ", "-")}" style="background:{COLOURS[v]};'
                f'padding:0 0.4em">{int((frame.verdict == v).sum())} {v}</span>' for v in VERDICTS)
@@ -890,7 +907,8 @@ def html(profile: str = "quick", ledger=None) -> str:
            "<thead><tr>" + "".join(f'<th style="text-align:left;border-bottom:1px solid #999;'
                                    f'padding:2px 6px">{h}</th>'
                                    for h in ("claim", "paper", "where", "statement", "verdict",
-                                             "compared", "reason")) + "</tr></thead>",
+                                             "compared", "reason", "profile"))
+           + "</tr></thead>",
            "<tbody>"]
     cell = 'style="text-align:left;vertical-align:top;padding:2px 6px;border-bottom:1px solid #ddd"'
     for r in frame.itertuples():
@@ -902,7 +920,7 @@ def html(profile: str = "quick", ledger=None) -> str:
             f"<td {cell}>{esc(r.where)}</td>"
             f"<td {cell}{title}>{esc(r.claim)}</td>"
             f"<td {cell}><strong>{esc(r.verdict)}</strong></td><td {cell}>{esc(r.compared)}</td>"
-            f"<td {cell}>{esc(r.reason)}</td></tr>")
+            f"<td {cell}>{esc(r.reason)}</td><td {cell}>{esc(r.profile)}</td></tr>")
     out += ["</tbody>", "</table>"]
     return "\n".join(out)
 
