@@ -65,8 +65,9 @@ PROFILE_SIZES = {
     # images (all 5,000 take about 4 minutes at 64 bits on one core)
     "quick": {"split": {}, "params": {"sth": {"max_train": 2000}}, "input_size": None,
               "max_bits": None, "max_k": 1000},
-    # the full protocol; STH uses every training image
-    "paper": {"split": {}, "params": {}, "input_size": None, "max_bits": None, "max_k": 1000},
+    # the full protocol; STH uses every training image; the backbone at its native 224 px
+    # (the papers resize to 224-256 px)
+    "paper": {"split": {}, "params": {}, "input_size": 224, "max_bits": None, "max_k": 1000},
 }
 """Notebook 00's sizes per profile (``python -m hashstudy.profiles 00_baselines`` shows them)."""
 
