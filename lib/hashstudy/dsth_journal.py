@@ -14,13 +14,20 @@ Hash-label generating stage (sec. III-A, eq. 7-14): :func:`hash_labels`
     non-trivial eigenvectors) and the per-bit mean threshold (eq. 13-14,
     :func:`hashstudy.graph.binarize` with ``rule="mean"``). The thresholds
     ``epsilon^p`` are kept: the BatchNorm head reuses them.
-With labels (sec. III-A, sec. IV-C, Table IV): :func:`finetuned_features`
+With labels (sec. III-A, sec. IV-C, Table IV)
     "We finetune the network with labels to extract features." On a CPU the
-    whole backbone is not fine-tuned; a two-layer head
-    ``Linear(D, 512) -> ReLU -> Linear(512, classes)`` is trained by
-    cross-entropy on the frozen backbone features of the training images, and
-    its class scores (logits) are the fine-tuned features that the same
-    label stage uses.
+    whole backbone is not fine-tuned end to end. By default (notebook
+    parameter ``label_features="finetuned_backbone"``,
+    :func:`finetuned_backbone_features`) Lite0's top block stage, head
+    convolution and a classifier are fine-tuned with the training images'
+    labels on cached stage-4 maps (:mod:`hashstudy.finetune`), and its pooled
+    1,280-D activations are the features the same label stage uses; the same
+    network is Table II's fine-tuned row. The alternative
+    (``label_features="feature_head"``, :func:`finetuned_features`, also the
+    fallback of a profile without a ``finetune`` size) trains a two-layer head
+    ``Linear(D, 512) -> ReLU -> Linear(512, classes)`` by cross-entropy on the
+    frozen backbone features of the training images and uses its class scores
+    (logits).
 Hash-function learning stage (sec. III-B, eq. 15-22): :class:`HashNet`
     :class:`SimpleNet` exactly as Table I (the 32x32 column for CIFAR, the
     96x96 column for STL-10), then an encoder, then an output activation:
@@ -110,7 +117,8 @@ __all__ = [
     "cnnh_factory", "evaluate_methods", "component_analysis", "label_quality",
     "classification_accuracy", "wide_table",
     "toy_label_stage", "toy_slice_groups",
-    "NOTEBOOK", "PROFILE_SIZES", "BACKBONE_NAMES", "Plan", "plan", "load_for_report", "table_ii",
+    "can_finetune", "setting_maps", "finetuned_backbone", "finetuned_backbone_features",
+    "NOTEBOOK", "PROFILE_SIZES", "BACKBONE_NAMES", "LABEL_FEATURES", "Plan", "plan", "load_for_report", "table_ii",
     "hash_label_tables", "table_iii", "without_labels", "pixel_baselines", "with_labels",
     "FIT_COLUMNS", "references", "other_datasets", "checks_table", "WHY_THEY_DIFFER",
     "PAPER_NOTES", "paper_differences", "paper_vs_ours", "write_summary",
@@ -1128,6 +1136,15 @@ class Setting:
     labels : int64 (M,)
     features : {backbone: float32 (M, D)}
     sources : {name: str}
+    pool_rows : int64 (M,), optional
+        Row ``i``'s index in the dataset's pool (train then test split, the order
+        of :func:`hashstudy.protocols.load_pool`), so that pool-level caches (the
+        fine-tuned backbone's features, :mod:`hashstudy.finetune`) map onto the
+        setting's rows: ``pool[pool_rows]``. For a dataset whose images are
+        another's (:data:`_SAME_IMAGES`, CIFAR-100 coarse) the rows are the same
+        in the other dataset's pool.
+    root : path, optional
+        The data root the setting was loaded from.
     """
 
     dataset: str
@@ -1136,6 +1153,8 @@ class Setting:
     labels: np.ndarray = field(repr=False)
     features: dict = field(repr=False)
     sources: dict = field(default_factory=dict)
+    pool_rows: Optional[np.ndarray] = field(default=None, repr=False)
+    root: Optional[object] = field(default=None, repr=False)
 
     @property
     def index(self) -> np.ndarray:
@@ -1230,7 +1249,108 @@ def load_setting(dataset: str, backbones: Sequence[str], *, query_per_class: int
     split = dataclasses.replace(full, query=pos[full.query], database=pos[full.database],
                                 train=pos[full.train])
     return Setting(dataset, split, images, labels, feats,
-                   {f"{dataset} train": train.source, f"{dataset} test": test.source})
+                   {f"{dataset} train": train.source, f"{dataset} test": test.source},
+                   pool_rows=used.astype(np.int64), root=root)
+
+
+def _pool_dataset(dataset: str) -> str:
+    """The dataset whose pool holds ``dataset``'s images (itself, or its twin)."""
+    return _SAME_IMAGES.get(dataset, dataset)
+
+
+def can_finetune(setting: Setting) -> bool:
+    """Whether the fine-tuned backbone (:mod:`hashstudy.finetune`) can run on the setting:
+    RGB images of a dataset with train and test splits, and known pool rows."""
+    return (setting.pool_rows is not None and setting.images.ndim == 4
+            and setting.images.shape[-1] == 3)
+
+
+def _finetune_identity(setting: Setting, input_size: int) -> dict:
+    """The cache identity :func:`hashstudy.finetune.finetuned_features` gives the fine-tuning
+    on the setting's training rows, so Table II and the with-labels features share one network."""
+    from . import finetune
+
+    name = _pool_dataset(setting.dataset)
+    train_index = np.asarray(setting.pool_rows[setting.split.train], dtype=np.int64)
+    return {"dataset": name,
+            "pool_maps": [finetune.maps_cache_path_for(name, s, input_size, setting.root)
+                          for s in ("train", "test")],
+            "rows": cache.array_digest(train_index), "input_size": int(input_size)}
+
+
+def setting_maps(setting: Setting, rows, input_size: int, *, mirror: bool = False,
+                 progress: bool = False) -> np.ndarray:
+    """Lite0's cached stage-4 maps (:func:`hashstudy.finetune.stage_maps`) of the setting's
+    ``rows``, in that order: float16 (len(rows), 112, s, s), read from the pool's splits."""
+    from . import finetune
+
+    name = _pool_dataset(setting.dataset)
+    tr = finetune.stage_maps(name, "train", input_size, mirror=mirror, root=setting.root,
+                             progress=progress)
+    te = finetune.stage_maps(name, "test", input_size, mirror=mirror, root=setting.root,
+                             progress=progress)
+    pool = np.asarray(setting.pool_rows)[np.asarray(rows, dtype=np.int64)]
+    out = np.empty((len(pool), *tr.shape[1:]), dtype=np.float16)
+    in_train = pool < len(tr)
+    if in_train.any():
+        out[in_train] = tr[pool[in_train]]
+    if (~in_train).any():
+        out[~in_train] = te[pool[~in_train] - len(tr)]
+    return out
+
+
+def finetuned_backbone(setting: Setting, *, input_size: int, stages: int = 1, epochs: int = 6,
+                       seed: int = 0, progress: bool = False, device: Optional[str] = None):
+    """Lite0's top fine-tuned with class labels on the setting's training images
+    (:func:`hashstudy.finetune.finetune`, mirrored maps too).
+
+    The weights are cached under the key that
+    :func:`hashstudy.finetune.finetuned_features` uses for the same training rows
+    and settings, so Table II's fine-tuned row and the with-labels features
+    (:func:`finetuned_backbone_features`) read one network.
+
+    Returns
+    -------
+    hashstudy.finetune.FineTuned
+    """
+    from . import finetune
+
+    if not can_finetune(setting):
+        raise ValueError(f"{setting.dataset}: the fine-tuned backbone needs RGB images and the "
+                         "setting's pool rows")
+    train = setting.split.train
+    maps = setting_maps(setting, train, input_size, progress=progress)
+    mirrored = setting_maps(setting, train, input_size, mirror=True, progress=progress)
+    return finetune.finetune(maps, setting.labels[train], stages=stages, epochs=epochs,
+                             mirror_maps=mirrored, seed=seed,
+                             identity=_finetune_identity(setting, input_size),
+                             progress=progress, device=device,
+                             desc=f"{finetune.BACKBONE} on {len(train)} {setting.dataset} images")
+
+
+def finetuned_backbone_features(setting: Setting, *, input_size: int, stages: int = 1,
+                                epochs: int = 6, seed: int = 0,
+                                progress: bool = False) -> np.ndarray:
+    """The fine-tuned backbone's pooled 1,280-D features of every row of the setting.
+
+    :func:`hashstudy.finetune.finetuned_features` on the pool (fine-tuned on
+    ``setting.pool_rows[setting.split.train]`` with the setting's labels), rows
+    ``setting.pool_rows`` taken. Float32 (M, 1280).
+    """
+    from . import finetune
+
+    if not can_finetune(setting):
+        raise ValueError(f"{setting.dataset}: the fine-tuned backbone needs RGB images and the "
+                         "setting's pool rows")
+    labels = np.concatenate([data.load(setting.dataset, s, root=setting.root).labels
+                             for s in ("train", "test")]).astype(np.int64)
+    if not np.array_equal(labels[setting.pool_rows], setting.labels):
+        raise ValueError(f"{setting.dataset}: the pool's labels do not match the setting's rows")
+    feats, _ = finetune.finetuned_features(
+        _pool_dataset(setting.dataset), setting.pool_rows[setting.split.train], labels,
+        input_size=input_size, stages=stages, epochs=epochs, seed=seed, root=setting.root,
+        progress=progress)
+    return np.ascontiguousarray(feats[setting.pool_rows], dtype=np.float32)
 
 
 # ---------------------------------------------------------------------------
@@ -1468,11 +1588,18 @@ def classification_accuracy(setting: Setting, backbones: Sequence[str], *,
                             epochs: Sequence[int] = (6, 1, 1),
                             lrs: Sequence[float] = (0.01, 1e-3, 1e-4), batch_size: int = 100,
                             momentum: float = 0.9, weight_decay: float = 0.004, seed: int = 0,
+                            finetune: Optional[Mapping] = None,
                             progress: bool = False, device: Optional[str] = None) -> dict:
     """Table II: test accuracy of each backbone and of SimpleNet, trained on the training images.
 
     Backbones: a multinomial logistic regression (scikit-learn, lbfgs,
-    ``C = 1``) on standardised frozen features. SimpleNet: Table I's network
+    ``C = 1``) on standardised frozen features. With ``finetune`` (a
+    :data:`PROFILE_SIZES` ``finetune`` entry: ``input_size``, ``stages``,
+    ``epochs``) and a setting :func:`can_finetune` reads, the fine-tuned
+    backbone too (:func:`finetuned_backbone`: Lite0's top stage(s) and
+    classifier fine-tuned with labels on the training images' cached maps and
+    their mirrors), under the name :data:`hashstudy.finetune.BACKBONE`: the
+    paper's Table II networks are fine-tuned on the target images. SimpleNet: Table I's network
     with Caffe's "CIFAR-10 quick" classifier (64 hidden units), trained from
     scratch by cross-entropy with the hash function's SGD schedule. Both
     train on ``setting.split.train`` and are scored on the test images
@@ -1482,7 +1609,7 @@ def classification_accuracy(setting: Setting, backbones: Sequence[str], *,
 
     Returns
     -------
-    {name: accuracy}, ``name`` a backbone or ``"simplenet"``.
+    {name: accuracy}, ``name`` a backbone, ``"efficientnet_lite0_ft"`` or ``"simplenet"``.
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
@@ -1496,6 +1623,14 @@ def classification_accuracy(setting: Setting, backbones: Sequence[str], *,
         scaler = StandardScaler().fit(X[tr])
         clf = LogisticRegression(max_iter=2000).fit(scaler.transform(X[tr]), ytr)
         out[b] = float((clf.predict(scaler.transform(X[te])) == yte).mean())
+    if finetune is not None and can_finetune(setting):
+        from . import finetune as ft
+
+        fitted = finetuned_backbone(setting, input_size=finetune["input_size"],
+                                    stages=finetune["stages"], epochs=finetune["epochs"],
+                                    seed=seed, progress=progress, device=device)
+        out[ft.BACKBONE] = fitted.accuracy(setting_maps(setting, te, finetune["input_size"]),
+                                           yte)
     epochs, lrs = _check_schedule(epochs, lrs)
     x = as_image_tensor(setting.images, setting.images.shape[1:])
     n_classes = int(setting.labels.max()) + 1
@@ -1632,7 +1767,11 @@ NOTEBOOK = "05_dsth_tcyb2018"
 #: and SVMs use at most this many training images. ``input_size``: backbone input side
 #: (None = the input_size parameter). ``whole_split``: backbones read from the cache of
 #: whole splits (shared with other notebooks). ``rip_max``: last number of returned images
-#: of the RIP curves.
+#: of the RIP curves. ``finetune``: the fine-tuned backbone (:mod:`hashstudy.finetune`,
+#: Lite0's top ``stages`` block stage(s), head convolution and a classifier trained with
+#: labels for ``epochs`` epochs on the training images' cached stage-4 maps at
+#: ``input_size`` px): Table II's fine-tuned row and, with ``label_features=
+#: "finetuned_backbone"``, the with-labels features; without the entry neither runs.
 PROFILE_SIZES = {
     # synthetic data (30 train / 10 test images per class); seconds
     "smoke": {"split": {"cifar10": {"query_per_class": 2, "n_train": None},
@@ -1642,7 +1781,7 @@ PROFILE_SIZES = {
               "epochs": [1, 1, 0], "sweep_bits": [16, 48], "label_bits": [48],
               "cnnh": {"n_train": 300, "epochs": 1},
               "finetune_epochs": 10, "sth_train": None, "input_size": 48, "whole_split": [],
-              "rip_max": 50},
+              "rip_max": 50, "finetune": {"input_size": 64, "stages": 1, "epochs": 1}},
     # 5,000 random training images, 1,000 test queries against the other 9,000 test images
     "quick": {"split": {"cifar10": {"query_per_class": 100, "n_train": 5000},
                         "cifar100-coarse": {"query_per_class": 50, "n_train": 5000},
@@ -1650,7 +1789,8 @@ PROFILE_SIZES = {
                         "stl10": {"query_per_class": 100, "n_train": None}},
               "epochs": [6, 1, 1], "sweep_bits": None, "label_bits": [16, 48, 128],
               "cnnh": {"n_train": 2000, "epochs": 8}, "finetune_epochs": 30, "sth_train": 2000,
-              "input_size": None, "whole_split": ["efficientnet_lite0"], "rip_max": 1000},
+              "input_size": None, "whole_split": ["efficientnet_lite0"], "rip_max": 1000,
+              "finetune": {"input_size": 128, "stages": 1, "epochs": 6}},
     # every training image; 60,000 + 5,000 + 5,000 iterations of 100 images on 50,000 images
     "paper": {"split": {"cifar10": {"query_per_class": 100, "n_train": None},
                         "cifar100-coarse": {"query_per_class": 50, "n_train": None},
@@ -1659,12 +1799,20 @@ PROFILE_SIZES = {
               "epochs": [120, 10, 10], "sweep_bits": None, "label_bits": None,
               "cnnh": {"n_train": 5000, "epochs": 50}, "finetune_epochs": 30, "sth_train": None,
               "input_size": None, "whole_split": ["efficientnet_lite0", "efficientnet_lite0_stage5"],
-              "rip_max": 1000},
+              "rip_max": 1000, "finetune": {"input_size": 224, "stages": 1, "epochs": 10}},
 }
 
 #: How the tables name the two offline backbones (the paper's network each stands in for).
 BACKBONE_NAMES = {"efficientnet_lite0": "Lite0 (GoogLeNet's role)",
-                  "efficientnet_lite0_stage5": "Lite0 stage 5 (AlexNet's role)"}
+                  "efficientnet_lite0_stage5": "Lite0 stage 5 (AlexNet's role)",
+                  "efficientnet_lite0_ft": "Lite0 fine-tuned (top stage)"}
+
+#: What the with-labels variant's label stage reads (sec. IV-C, "we finetune the network
+#: with labels to extract features"): ``finetuned_backbone``, the pooled features of Lite0
+#: with its top fine-tuned on the training images (:func:`finetuned_backbone_features`;
+#: needs the profile's ``finetune`` entry, else the head is used); ``feature_head``, the
+#: logits of a two-layer head trained on frozen features (:func:`finetuned_features`).
+LABEL_FEATURES = ("finetuned_backbone", "feature_head")
 
 
 @dataclass(frozen=True)
@@ -1702,6 +1850,15 @@ class Plan:
     heldout: float
     vote_k: int
     size: dict = field(repr=False)
+    label_features: str = "finetuned_backbone"
+
+    @property
+    def label_source(self) -> str:
+        """The with-labels features this run uses: ``label_features``, or ``feature_head``
+        when the profile has no ``finetune`` entry."""
+        if self.label_features == "finetuned_backbone" and self.size.get("finetune"):
+            return "finetuned_backbone"
+        return "feature_head"
 
     @property
     def main(self) -> str:
@@ -1765,13 +1922,14 @@ class Plan:
                     sweep_bits=self.sweep_bits, label_bits=self.label_bits,
                     unsupervised=self.unsupervised, supervised=self.supervised,
                     extra_datasets=self.extra_datasets, input_size=self.input_size,
-                    sizes=self.size, threads=threads)
+                    label_features=self.label_features, sizes=self.size, threads=threads)
 
 
 def plan(profile: str, *, seed: int, backbones, configs, main_config: str, k: int, hidden: int,
          hidden_activation: str, lrs, momentum: float, weight_decay: float, batch_size: int,
          bits, stl10_bits, sweep_bits, unsupervised, supervised, extra_datasets,
-         input_size: int, fit_bits, heldout: float, vote_k: int) -> Plan:
+         input_size: int, fit_bits, heldout: float, vote_k: int,
+         label_features: str = "finetuned_backbone") -> Plan:
     """Check notebook 05's parameters and derive the rest from them and the profile.
 
     Raises ``ValueError`` (or ``TypeError``) naming the parameter at fault.
@@ -1788,6 +1946,7 @@ def plan(profile: str, *, seed: int, backbones, configs, main_config: str, k: in
         config.check_choice("configuration", c, CONFIGS)
     config.check_choice("main_config", main_config, configs)
     config.check_choice("hidden_activation", hidden_activation, HIDDEN_ACTIVATIONS)
+    config.check_choice("label_features", label_features, LABEL_FEATURES)
     fit_bits = sorted(config.check_bits(fit_bits))
     if isinstance(heldout, bool) or not 0 < heldout < 1:
         raise ValueError(f"heldout is the fraction of training images left out of the fit in "
@@ -1816,7 +1975,7 @@ def plan(profile: str, *, seed: int, backbones, configs, main_config: str, k: in
                 label_bits=label_bits, fit_bits=fit_bits, unsupervised=list(unsupervised),
                 supervised=list(supervised), extra_datasets=list(extra_datasets),
                 input_size=size["input_size"] or input_size, heldout=heldout, vote_k=vote_k,
-                size=size)
+                size=size, label_features=label_features)
 
 
 def _add_long(report, table, prefix: str) -> None:
@@ -1866,13 +2025,17 @@ def load_for_report(report, plan: Plan, dataset: str) -> Setting:
 def table_ii(report, setting: Setting, plan: Plan):
     """Table II: :func:`classification_accuracy` recorded and beside the paper's values.
 
-    Records ``<dataset>/classification/<net>/accuracy``, writes
+    Records ``<dataset>/classification/<net>/accuracy`` (with the profile's
+    ``finetune`` entry, the fine-tuned backbone ``efficientnet_lite0_ft`` too,
+    whose paper value is the fine-tuned GoogLeNet's), writes
     ``table_ii_<dataset>.csv`` and returns the table (rows: networks).
     """
     import pandas as pd
 
     d = setting.dataset
-    accuracy = classification_accuracy(setting, plan.backbones, **plan.sgd)
+    accuracy = classification_accuracy(setting, plan.backbones,
+                                       finetune=plan.size.get("finetune"), **plan.sgd)
+    _finetune_source(report, setting, plan, accuracy)
     for net, value in accuracy.items():
         report.add(f"{d}/classification/{net}/accuracy", value)
     paper = plan.paper
@@ -1881,6 +2044,20 @@ def table_ii(report, setting: Setting, plan: Plan):
     table.index = [plan.name(n) for n in table.index]
     report.table(f"table_ii_{d}", table, index=True)
     return table
+
+
+def _finetune_source(report, setting: Setting, plan: Plan, names) -> None:
+    """Describe the fine-tuned backbone in the report's sources when it ran."""
+    from . import finetune
+
+    ft = plan.size.get("finetune")
+    if finetune.BACKBONE in names and ft:
+        report.source(finetune.BACKBONE, (
+            f"{finetune.BACKBONE}: EfficientNet-Lite0 (ImageNet weights) with its top "
+            f"{ft['stages']} block stage(s), head convolution and a linear classifier "
+            f"fine-tuned with class labels for {ft['epochs']} epoch(s) on the "
+            f"{setting.split.train.size} training images of {setting.dataset} (cached "
+            f"stage-4 maps at {ft['input_size']} px and their mirrors); pooled 1280-D"))
 
 
 def hash_label_tables(report, setting: Setting, plan: Plan):
@@ -2002,8 +2179,15 @@ def pixel_baselines(report, setting: Setting, plan: Plan, without):
 def with_labels(report, setting: Setting, plan: Plan):
     """Section 6: DSTH with class labels against the supervised baselines (Table IV, Fig. 8).
 
-    DSTH's label stage reads :func:`finetuned_features`; CCA-ITQ (and the
-    other non-CNNH supervised baselines) the main backbone's features; CNNH
+    DSTH's label stage reads the features :attr:`Plan.label_source` names:
+    the fine-tuned backbone's (``finetuned_backbone``,
+    :func:`finetuned_backbone_features`, added to ``setting.features`` as
+    ``efficientnet_lite0_ft``; the labels are used by the fine-tuning, the
+    label stage then runs as without labels) or the head on the main
+    backbone's frozen features (``feature_head``, :func:`finetuned_features`).
+    The keys stay ``<dataset>/<main>/<config>_labels/...`` either way.
+    CCA-ITQ (and the other non-CNNH supervised baselines) read the main
+    backbone's features; CNNH
     the pixels (keys ``<dataset>/pixels/cnnh/...``). Records the metrics,
     the label fit and the quality of the class-tuned hash labels
     (``.../hash_labels_with_labels/<bits>``); writes ``table_iv_<dataset>``,
@@ -2020,10 +2204,25 @@ def with_labels(report, setting: Setting, plan: Plan):
 
     from . import evaluation
 
+    from . import finetune
+
     d, main, cfg, bits = setting.dataset, plan.main, plan.main_config, plan.bits
-    tune = dict(finetune_epochs=plan.size["finetune_epochs"])
-    factories = dsth_factories(setting, main, [cfg], with_labels=True, suffix="_labels", **tune,
-                               **plan.dsth)
+    train = setting.split.train
+    if plan.label_source == "finetuned_backbone" and can_finetune(setting):
+        ft = plan.size["finetune"]
+        setting.features[finetune.BACKBONE] = finetuned_backbone_features(
+            setting, input_size=ft["input_size"], stages=ft["stages"], epochs=ft["epochs"],
+            seed=plan.seed)
+        _finetune_source(report, setting, plan, [finetune.BACKBONE])
+        factories = dsth_factories(setting, finetune.BACKBONE, [cfg], suffix="_labels",
+                                   **plan.dsth)
+        tuned = setting.features[finetune.BACKBONE][train]
+    else:
+        tune = dict(finetune_epochs=plan.size["finetune_epochs"])
+        factories = dsth_factories(setting, main, [cfg], with_labels=True, suffix="_labels",
+                                   **tune, **plan.dsth)
+        tuned = finetuned_features(setting.features[main][train], setting.labels[train],
+                                   epochs=plan.size["finetune_epochs"], seed=plan.seed)
     factories.update(baseline_factories(setting, main,
                                         [m for m in plan.supervised if m != "cnnh"],
                                         seed=plan.seed))
@@ -2038,9 +2237,6 @@ def with_labels(report, setting: Setting, plan: Plan):
         result = evaluation.Result(pd.concat([result.table, cnnh.table]),
                                    {**result.codes, **cnnh.codes},
                                    {**result.fitted, **cnnh.fitted})
-    train = setting.split.train
-    tuned = finetuned_features(setting.features[main][train], setting.labels[train],
-                               epochs=plan.size["finetune_epochs"], seed=plan.seed)
     quality = {b: _under(report.metrics, f"{d}/{b}/hash_labels/{bits}") for b in plan.backbones}
     quality["with labels"] = label_quality(setting, tuned, bits, k=plan.k, seed=plan.seed)
     report.add_many(f"{d}/{main}/hash_labels_with_labels/{bits}", quality["with labels"])
@@ -2079,7 +2275,9 @@ def references(report, setting: Setting, plan: Plan):
     (``<config>_on_features``) and the same with the other reading of
     ``h(*)`` (``<config>_h<activation>_on_features``). At ``bits``: SimpleNet
     with the other ``h(*)``, and the kNN copy and the encoder on features of
-    the class-tuned labels (``..._labels``). Records every row's metrics and
+    the class-tuned labels (``..._labels``; these two read the head on frozen
+    features, :func:`finetuned_features`, whatever ``label_features`` says,
+    while the SimpleNet ``<config>_labels`` row is section 6's). Records every row's metrics and
     label fit, writes ``label_fit_and_references_<dataset>.csv`` and returns
     that table (rows ``(bits, hash function)``, columns :data:`FIT_COLUMNS`).
     """
@@ -2157,7 +2355,10 @@ def other_datasets(report, plan: Plan) -> dict:
             report.add_many(f"{d}/{b}/hash_labels/{d_bits}",
                             label_quality(s, s.features[b][s.split.train], d_bits, k=plan.k,
                                           seed=plan.seed))
-        for net, value in classification_accuracy(s, plan.backbones, **plan.sgd).items():
+        accuracy = classification_accuracy(s, plan.backbones, finetune=plan.size.get("finetune"),
+                                           **plan.sgd)
+        _finetune_source(report, s, plan, accuracy)
+        for net, value in accuracy.items():
             report.add(f"{d}/classification/{net}/accuracy", value)
         tables[d] = pd.concat({"ours": wide_table(report.metrics, rows),
                                "paper": wide_table(plan.paper, rows)}, axis=1)
