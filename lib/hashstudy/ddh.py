@@ -37,7 +37,13 @@ Network and loss (sec. 2.2-2.4, eq. 4-13)
     The CPU default here keeps an ImageNet backbone frozen and trains the
     layers above its cached features: an optional stack of fully connected
     ReLU layers (``hidden``, the counterpart of full6/full7) and the hash
-    layer (:class:`DDHNet`). ``finetune=True`` trains the backbone too.
+    layer (:class:`DDHNet`). ``finetune="whole"`` (or ``True``) trains the
+    backbone too, on images (hours on a CPU). ``finetune="top"`` is the CPU's
+    fine-tuning: the inputs are EfficientNet-Lite0's cached block-stage-4 maps
+    (:func:`hashstudy.finetune.pool_maps`) and Lite0's top ``stages`` block
+    stages (:class:`hashstudy.finetune.TopTrunk`) train with the hash layer on
+    DDH's loss (no class labels); the pair labels come from the frozen Lite0's
+    pooled features of the same maps.
 
 Scaling of the mini-batch objective
     Eq. 12 sums over all pairs and images. Each step evaluates it on the
@@ -99,12 +105,12 @@ from torch import nn
 
 from . import cache, config, graph, metrics, protocols, training
 
-__all__ = ["PAIRWISE", "NORMALIZE", "ddh_loss", "PairLabels", "neighborhood",
+__all__ = ["PAIRWISE", "NORMALIZE", "FINETUNE_MODES", "finetune_mode", "ddh_loss", "PairLabels", "neighborhood",
            "label_precision_table", "Normalised", "CachedFit", "DDHNet", "DDH",
            "factory", "Subsampled", "holdout_split", "validation_curve", "svm_on_codes", "classify_with_codes",
            "code_classification", "loss_breakdown", "neighbourhood_steps", "PROFILE_SIZES",
            "RETRIEVAL_METRICS", "check_shallow", "default_backbone", "model_variants",
-           "variant_settings", "pool_features", "report_label_precision", "shallow_factories", "wide",
+           "variant_settings", "pool_features", "pool_inputs", "report_label_precision", "shallow_factories", "wide",
            "run_retrieval", "training_gain", "validation_curves", "report_validation",
            "run_classification", "paper_comparison", "paper_differences", "summary_text"]
 
@@ -112,6 +118,20 @@ PAIRWISE = ("squared", "likelihood")
 """Pairwise terms: eq. 5 (the paper's) or DPSH's negative log-likelihood (ablation)."""
 NORMALIZE = ("l2", "none")
 """Input normalisation of the feature head: unit rows minus their training mean, or none."""
+FINETUNE_MODES = ("none", "top", "whole")
+"""What DDH trains below the hash layer: ``"none"`` (the layers above frozen backbone
+features), ``"top"`` (Lite0's top block stages too, on cached stage-4 maps) or ``"whole"``
+(the whole backbone, on images). ``False``/``True`` read as ``"none"``/``"whole"``."""
+#: The backbone ``finetune="top"`` fine-tunes (the maps are its block-stage-4 output).
+TOP_BACKBONE = "efficientnet_lite0"
+
+
+def finetune_mode(value) -> str:
+    """The :data:`FINETUNE_MODES` entry ``value`` names (``False``/``True``: ``"none"``/``"whole"``)."""
+    if isinstance(value, (bool, np.bool_)):
+        return "whole" if value else "none"
+    config.check_choice("finetune", value, FINETUNE_MODES)
+    return str(value)
 
 # version of the training code: part of the cache key of trained weights
 _VERSION = "1"
@@ -600,14 +620,27 @@ class DDH:
     supervised : bool
         Pair labels from class labels (``fit(X, y)``) instead of the
         constructed neighbourhood: the supervised setting of Table 5.
-    finetune : bool
-        ``False`` (default): ``X`` are features of a frozen backbone, the
-        neighbourhood is built on them and only the layers above are
-        trained. ``True``: ``X`` are uint8 images (N, H, W, C); the
-        neighbourhood is built on the frozen ``backbone``'s features and the
-        backbone is trained end to end with the head (slow on a CPU).
+    finetune : {"none", "top", "whole"} or bool
+        ``"none"`` or ``False`` (default): ``X`` are features of a frozen
+        backbone, the neighbourhood is built on them and only the layers
+        above are trained. ``"whole"`` or ``True``: ``X`` are uint8 images
+        (N, H, W, C); the neighbourhood is built on the frozen ``backbone``'s
+        features and the backbone is trained end to end with the head (slow
+        on a CPU). ``"top"``: ``X`` are EfficientNet-Lite0's block-stage-4
+        maps, float (N, 112, s, s) (:func:`hashstudy.finetune.pool_maps`,
+        :func:`hashstudy.finetune.stage_maps`); the neighbourhood is built on
+        the frozen Lite0's pooled features of those maps, the frozen part of
+        :class:`hashstudy.finetune.TopTrunk` runs once per ``fit`` and
+        ``encode``, and its top ``stages`` block stages train with the head on
+        DDH's loss (no class labels). ``backbone`` must then be
+        ``"efficientnet_lite0"``.
+    stages : {0, 1, 2}
+        With ``finetune="top"``: Lite0's block stages trained, counted from
+        the top (1, default: stage 6 and the head convolution; 2: stages 5
+        and 6 too; 0: none, the frozen Lite0 features). Ignored otherwise.
     backbone, input_size : str, int
-        The backbone and its input side, used only with ``finetune=True``.
+        The backbone and its input side, used only with ``finetune="whole"``
+        (``backbone`` is checked with ``"top"``; the maps fix the input side).
     seed : int
         Seeds the weights, the held-out images and the batch order.
     use_cache : bool
@@ -656,7 +689,7 @@ class DDH:
                  hidden: Sequence[int] = (), normalize: str = "l2", pairwise: str = "squared",
                  batches: str = "neighbors", init: str = "random", warmup: int = 5,
                  holdout: int = 0, patience: int = 3, supervised: bool = False,
-                 finetune: bool = False,
+                 finetune: "bool | str" = False, stages: int = 1,
                  backbone: str = "efficientnet_lite0", input_size: int = 128, seed: int = 0,
                  use_cache: bool = True, progress: bool = True,
                  device: Optional[str] = None):
@@ -683,11 +716,18 @@ class DDH:
         self.optimizer, self.momentum = optimizer, float(momentum)
         self.hidden = tuple(_positive_int("hidden width", h) for h in hidden)
         self.normalize, self.pairwise = normalize, pairwise
-        self.supervised, self.finetune = bool(supervised), bool(finetune)
-        if init != "random" and (self.hidden or self.finetune):
+        self.supervised, self.finetune = bool(supervised), finetune_mode(finetune)
+        from .finetune import _check_stages
+
+        self.stages = _check_stages(stages)
+        if init != "random" and (self.hidden or self.finetune != "none"):
             raise ValueError(f"init={init!r} starts the hash layer at a shallow hasher's "
                              "projections of the input features, so it needs hidden=() and "
-                             "finetune=False; use init='random' otherwise")
+                             "finetune='none'; use init='random' otherwise")
+        if self.finetune == "top" and backbone != TOP_BACKBONE:
+            raise ValueError(f"finetune='top' fine-tunes {TOP_BACKBONE}'s top block stages on its "
+                             f"cached stage-4 maps; backbone must be {TOP_BACKBONE!r}, got "
+                             f"{backbone!r}")
         self.backbone, self.input_size = backbone, _positive_int("input_size", input_size)
         self.seed, self.use_cache, self.progress = int(seed), bool(use_cache), bool(progress)
         self.device = device
@@ -707,21 +747,41 @@ class DDH:
     def _key_params(self) -> dict:
         """Parameters in the weights' cache key. ``warmup``, ``holdout`` and ``patience``
         enter only where they change training, so weights trained before they existed
-        (no warm-up, no held-out images) keep their key."""
+        (no warm-up, no held-out images) keep their key; so does ``finetune``, which is
+        keyed as the boolean it was (``"none"``: False, ``"whole"``: True), and ``stages``
+        with the version of :mod:`hashstudy.finetune` and Lite0's weights only for
+        ``"top"``."""
         params = {k: v for k, v in self.get_params().items()
                   if k not in ("use_cache", "progress", "device")}  # cached_model keys a GPU
         if params["warmup"] == 0:
             del params["warmup"]
         if params["holdout"] == 0:
             del params["holdout"], params["patience"]
+        if self.finetune == "top":
+            from . import features
+            from . import finetune as ft
+
+            params["top"] = {"version": ft.FINETUNE_VERSION, "cut": ft.CUT,
+                             "weights": features._weights_identity(features.BACKBONES[ft.SOURCE])}
+        else:
+            params["finetune"] = self.finetune == "whole"
+            del params["stages"]
         return params
 
     # -- inputs ---------------------------------------------------------------
     def _check_inputs(self, X) -> np.ndarray:
         X = np.asarray(X)
-        if self.finetune:
+        if self.finetune == "top":
+            if X.ndim != 4 or X.shape[1] != 112 or X.shape[0] == 0 \
+                    or not np.issubdtype(X.dtype, np.floating):
+                raise ValueError(f"with finetune='top', X must be EfficientNet-Lite0's block-stage-4 "
+                                 f"maps, float (N, 112, s, s), from hashstudy.finetune.pool_maps or "
+                                 f"stage_maps; got {X.dtype} {X.shape} (uint8 images go with "
+                                 "finetune='whole', feature matrices with finetune='none')")
+            return X
+        if self.finetune == "whole":
             if X.dtype != np.uint8 or X.ndim != 4:
-                raise ValueError(f"with finetune=True, X must be uint8 images (N, H, W, C); got "
+                raise ValueError(f"with finetune='whole', X must be uint8 images (N, H, W, C); got "
                                  f"{X.dtype} {X.shape}")
             return X
         if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
@@ -731,17 +791,42 @@ class DDH:
         return np.ascontiguousarray(X, dtype=np.float32)
 
     def _neighbor_features(self, X: np.ndarray) -> np.ndarray:
-        if not self.finetune:
+        if self.finetune == "none":
             return X
+        if self.finetune == "top":
+            return self._top_features(X)
         from . import features
 
         return features.extract(X, self.backbone, self.input_size, progress=self.progress)
+
+    def _top_features(self, X: np.ndarray) -> np.ndarray:
+        """The frozen Lite0's pooled 1,280-D features of stage-4 maps (``TopTrunk(0)``),
+        float32; cached under ``<cache>/ddh`` by the maps' digest with ``use_cache``."""
+        from . import features
+        from . import finetune as ft
+
+        def compute():
+            trunk = ft.TopTrunk(0).to(training.default_device(self.device))
+            z = ft.frozen_outputs(trunk, X, progress=self.progress,
+                                  desc="frozen Lite0 features of the maps")
+            return {"features": z.numpy().astype(np.float32)}
+
+        if not self.use_cache:
+            return compute()["features"]
+        digest = cache.key(cache.array_digest(X), ft.FINETUNE_VERSION, ft.CUT,
+                           features._weights_identity(features.BACKBONES[ft.SOURCE]))
+        path = config.cache_dir("ddh") / f"top-features-{digest}.npz"
+        return cache.cached_arrays(path, compute)["features"]
 
     def _build(self, in_dim: int) -> Callable[[], DDHNet]:
         def build():
             torch.manual_seed(self.seed)
             trunk = None
-            if self.finetune:
+            if self.finetune == "top":
+                from . import finetune as ft
+
+                trunk = ft.TopTrunk(self.stages)
+            elif self.finetune == "whole":
                 from . import features
                 from .latent import ImageTrunk
 
@@ -768,8 +853,9 @@ class DDH:
         Parameters
         ----------
         X : array_like
-            Training features (N, D) (``finetune=False``) or uint8 images
-            (N, H, W, C) (``finetune=True``).
+            Training features (N, D) (``finetune="none"``), uint8 images
+            (N, H, W, C) (``"whole"``) or Lite0's stage-4 maps, float
+            (N, 112, s, s) (``"top"``).
         y : array_like of int, shape (N,), optional
             Class labels; required by, and only used by, the supervised
             variant (pair labels) and early stopping (``holdout > 0``: the
@@ -796,6 +882,7 @@ class DDH:
             if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
                 raise ValueError(f"y must be {n} integer class labels, got {y.dtype} {y.shape}")
         fit_rows, held = self._split_holdout(n)
+        top = self.finetune == "top"
         self.fit_index_, self.holdout_index_ = fit_rows, held
         X_fit = X[fit_rows] if held.size else X
         n_fit = X_fit.shape[0]
@@ -812,14 +899,22 @@ class DDH:
             self.S_, neighbors_seconds, neighbors_loaded = neighborhood(
                 phi, self.k1, self.k2, use_cache=self.use_cache, return_seconds=True)
             pairs = PairLabels.from_neighbors(self.S_)
-        in_dim = phi.shape[1] if phi is not None else X.shape[1]
+        if top:
+            from .finetune import TopTrunk
+
+            in_dim = TopTrunk.feature_dim
+        else:
+            in_dim = phi.shape[1] if phi is not None else X.shape[1]
         key = {"version": _VERSION, "params": self._key_params(),
                "X": cache.array_digest(X), "y": cache.array_digest(y) if self.needs_labels else None}
         lambda1, lambda2, pairwise = self.lambda1, self.lambda2, self.pairwise
         steps_per_epoch = max(1, (n_fit + self.batch_size - 1) // self.batch_size)
         warmup_steps = self.warmup * steps_per_epoch
 
-        inputs_all = torch.from_numpy(X_fit)
+        # the network's inputs: with "top" the frozen part's outputs, computed inside train
+        # (once, and not at all when the weights come from the cache)
+        inputs = {"fit": None if top else torch.from_numpy(X_fit),
+                  "held": None if top or not held.size else torch.from_numpy(X[held])}
         partner = (_partner_sampler(self.S_, y[fit_rows] if self.supervised else None, self.seed)
                    if self.batches == "neighbors" else None)
         state = {"step": 0, "loss": 0.0, "seen": 0}
@@ -837,7 +932,7 @@ class DDH:
                 half = (len(idx) + 1) // 2
                 anchors = idx.numpy()[:half]
                 idx = torch.from_numpy(np.concatenate([anchors, partner(anchors)[:len(idx) - half]]))
-                x = inputs_all[idx].to(x.device)
+                x = inputs["fit"][idx].to(x.device)
             z = model(x)
             loss, parts = ddh_loss(z, pairs(idx.numpy()).to(z.device), weight(), pairwise)
             w, c = model.hash_layer.weight, model.hash_layer.bias
@@ -848,16 +943,22 @@ class DDH:
             return total, parts
 
         if held.size:
-            Xq, Xdb = torch.from_numpy(X[held]), inputs_all
             yq, ydb = y[held], y[fit_rows]
 
             def held_out_map(model) -> float:
-                q = training.predict(model, Xq, batch_size=1024, device=device) >= 0
-                d = training.predict(model, Xdb, batch_size=1024, device=device) >= 0
+                q = training.predict(model, inputs["held"], batch_size=1024, device=device) >= 0
+                d = training.predict(model, inputs["fit"], batch_size=1024, device=device) >= 0
                 return float(metrics.evaluate(q.astype(np.uint8), d.astype(np.uint8), yq, ydb,
                                               ["map@1000"])["map@1000"])
 
         def train(model):
+            if top:
+                from . import finetune as ft
+
+                inputs["fit"] = ft.frozen_outputs(model.trunk, X_fit, progress=self.progress,
+                                                  desc="frozen part of Lite0's top")
+                if held.size:
+                    inputs["held"] = ft.frozen_outputs(model.trunk, X[held])
             if phi is not None:
                 model.set_center(phi)
                 if self.init != "random":
@@ -893,7 +994,7 @@ class DDH:
 
             t0 = time.perf_counter()
             try:
-                training.fit(model, (torch.from_numpy(X_fit), torch.arange(n_fit)), objective,
+                training.fit(model, (inputs["fit"], torch.arange(n_fit)), objective,
                              epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
                              optimizer=self.optimizer, momentum=self.momentum, seed=self.seed,
                              progress=self.progress, desc=f"DDH {self.n_bits} bits",
@@ -937,7 +1038,13 @@ class DDH:
         if X.shape[1:] != self.input_shape_:
             raise ValueError(f"X rows have shape {X.shape[1:]}, but DDH was fitted on "
                              f"{self.input_shape_}")
-        return training.predict(self.model_, torch.from_numpy(X), batch_size=1024,
+        if self.finetune == "top":  # the frozen part, then the trained network
+            from . import finetune as ft
+
+            x = ft.frozen_outputs(self.model_.trunk, X)
+        else:
+            x = torch.from_numpy(X)
+        return training.predict(self.model_, x, batch_size=1024,
                                 device=training.default_device(self.device))
 
     def encode(self, X) -> np.ndarray:
@@ -1380,10 +1487,13 @@ def check_shallow(methods: Sequence[str]) -> list:
     return list(methods)
 
 
-def default_backbone() -> str:
-    """The paper's ResNet-50 pool5 where its weights exist, else the offline EfficientNet-Lite0."""
+def default_backbone(finetune=False) -> str:
+    """The paper's ResNet-50 pool5 where its weights exist, else the offline EfficientNet-Lite0;
+    always EfficientNet-Lite0 with ``finetune="top"`` (the backbone it fine-tunes)."""
     from . import features
 
+    if finetune_mode(finetune) == "top":
+        return TOP_BACKBONE
     return "resnet50" if features.available_backbones()["resnet50"] is True else "efficientnet_lite0"
 
 
@@ -1400,7 +1510,7 @@ def model_variants(params: Mapping, itq_init_epochs: int) -> dict:
     itq = {**params, "init": "itq", "hidden": [], "warmup": 0, "holdout": 0,
            "epochs": min(itq_init_epochs, params["epochs"])}
     variants = {"ddh_epoch0": {**params, "epochs": 0}, "ddh": params}
-    if not params.get("finetune"):
+    if finetune_mode(params.get("finetune", False)) == "none":
         variants.update(ddh_itq_init_epoch0={**itq, "epochs": 0}, ddh_itq_init=itq)
     for p in variants.values():
         DDH(16, **p)
@@ -1423,6 +1533,21 @@ def pool_features(dataset: str, backbone: str, input_size: int):
 
     parts = [features.dataset_features(dataset, s, backbone, input_size) for s in ("train", "test")]
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def pool_inputs(dataset: str, finetune, input_size: int, *, progress: bool = False):
+    """What DDH fits on for ``dataset``'s pool (training split, then test split), when it is
+    not :func:`pool_features`: None for ``finetune="none"`` (the features), the uint8 images
+    for ``"whole"``, Lite0's float16 stage-4 maps at ``input_size`` for ``"top"``
+    (:func:`hashstudy.finetune.pool_maps`; computed once and cached on disk)."""
+    mode = finetune_mode(finetune)
+    if mode == "none":
+        return None
+    if mode == "whole":
+        return protocols.load_pool(dataset)[0]
+    from . import finetune as ft
+
+    return ft.pool_maps(dataset, input_size, progress=progress)
 
 
 def report_label_precision(report, X_train, y_train, ks: Sequence[int], *, k1: int, k2: int,
@@ -1681,8 +1806,15 @@ def paper_comparison(report, why: Mapping[str, str]):
     return comparison
 
 
-def paper_differences(comparison, *, backbone: str, split, oxford17: bool) -> str:
-    """Markdown: how far ours is from each group of the paper's numbers, and why."""
+def paper_differences(comparison, *, backbone: str, split, oxford17: bool, finetune=False,
+                      stages: int = 1) -> str:
+    """Markdown: how far ours is from each group of the paper's numbers, and why
+    (``finetune``, ``stages``: DDH's, for the description of its network)."""
+    if finetune_mode(finetune) == "top":
+        network = (f"{backbone} with only its top {stages} block stage(s) and the layers above them "
+                   "trained (on cached stage-4 maps)")
+    else:
+        network = f"a frozen ImageNet backbone ({backbone}) with only the layers above it trained"
     measured = comparison.dropna(subset=["ours"])
     ddh_rows = measured[measured.key.str.contains("/ddh/") & measured.key.str.endswith("map@1000")]
     parts = []
@@ -1692,9 +1824,8 @@ def paper_differences(comparison, *, backbone: str, split, oxford17: bool) -> st
             + ", ".join(f"{r.difference:+.3f} at {r.key.split('/')[2]} bits ({r.table})"
                         for r in ddh_rows.itertuples())
             + ". " + ("We meet or beat the printed value everywhere. " if (ddh_rows.difference >= 0).all()
-                      else "Where we fall short, the differences in the method are: a frozen ImageNet "
-                      f"backbone ({backbone}) with only the layers above it trained, instead of CNN-F "
-                      "fine-tuned end to end; 32-px CIFAR images upsampled to the backbone's input; "
+                      else f"Where we fall short, the differences in the method are: {network}, "
+                      "instead of CNN-F fine-tuned end to end; 32-px CIFAR images upsampled to the backbone's input; "
                       f"neighbourhoods from {backbone} features instead of ResNet pool5. ")
             + "Both sides' protocols may differ too: the paper does not state its split; ours is "
             f"`{split.name}` ({split.query.size:,} queries, {split.database.size:,} database images).")
@@ -1723,7 +1854,9 @@ def summary_text(report, comparison, classification: Mapping, *, dataset: str, s
     accuracies; the verdicts are the claims ledger's (:mod:`hashstudy.claims`).
     """
     p = params
-    lines = [f"- **Protocol**: {split}; features {backbone} at {input_size} px; DDH: hash layer from a "
+    top = (f"Lite0's top {p.get('stages', 1)} block stage(s) fine-tuned on cached stage-4 maps; "
+           if finetune_mode(p.get("finetune", False)) == "top" else "")
+    lines = [f"- **Protocol**: {split}; features {backbone} at {input_size} px; DDH: {top}hash layer from a "
              f"{p['init']} start, lambda1 warmed up over {p['warmup']} epochs, at most {p['epochs']} epochs "
              f"({p['optimizer']}, lr {p['lr']}, lambda1 {p['lambda1']}, K1 {p['k1']}, K2 {p['k2']}"
              + (f"), early stopping on {p['holdout']} held-out training images (patience {p['patience']})"
