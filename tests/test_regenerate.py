@@ -301,19 +301,27 @@ def test_summary_goes_stale_when_a_report_it_shows_changes(tmp_path):
 
 
 def test_shared_features_are_what_the_notebooks_use_by_default():
-    # the prepared feature sets must be the ones the notebooks ask for, or preparing is waste
-    sizes = set()
-    for stem in regenerate.SHARED_USERS:
-        params = regenerate.parameters(stem)
-        size = params["input_size"].default if "input_size" in params else None
-        assert size in (None, 128), (stem, size)
-        if size:
-            sizes.add(size)
-        assert "cifar10" in regenerate._notebook_path(stem, None).read_text(), stem
-    assert sizes == {128}
-    for entries in regenerate.SHARED_FEATURES.values():
-        for name, split, backbone, size in entries:
-            assert (name, backbone, size) == ("cifar10", "efficientnet_lite0", 128)
+    # the prepared feature sets must be the ones the notebooks ask for at each profile, or
+    # preparing is waste: a profile's input_size, else the notebook's input_size parameter
+    import importlib
+
+    modules = {"00_baselines": "baseline_study", "02_latent_layer_cnn": "latent",
+               "04_ddh": "ddh", "05_dsth_tcyb2018": "dsth_journal", "06_cross_paper": "crosspaper"}
+    assert set(modules) == set(regenerate.SHARED_USERS)
+    for profile in ("quick", "paper"):
+        sizes = set()
+        for stem in regenerate.SHARED_USERS:
+            params = regenerate.parameters(stem)
+            table = importlib.import_module(f"hashstudy.{modules[stem]}").PROFILE_SIZES[profile]
+            size = table.get("input_size") or (params["input_size"].default
+                                               if "input_size" in params else None)
+            if size:
+                sizes.add(size)
+            assert "cifar10" in regenerate._notebook_path(stem, None).read_text(), stem
+        shared = {size for name, split, backbone, size in regenerate.SHARED_FEATURES[profile]}
+        assert sizes == shared, (profile, sizes, shared)
+        for name, split, backbone, size in regenerate.SHARED_FEATURES[profile]:
+            assert (name, backbone) == ("cifar10", "efficientnet_lite0")
             assert split in ("train", "test")
 
 

@@ -93,7 +93,7 @@ PROFILE_SIZES = {
                   deep=dict(widths=(32, 64, 128), hidden=500, epochs=20, feature_epochs=10,
                             batch_size=64, ae_stages=20, ae_finetune=10, latent_epochs=60,
                             ddh_epochs=30, dsth18_epochs=(60, 5, 5), sweeps=20),
-                  input_size=128),
+                  input_size=224),
 }
 """Notebook 06's sizes per profile: ``split`` overrides of the ``cross`` protocol, the
 method ``seeds``, the code lengths ``bits``, the code length of the transfer protocol,

@@ -1460,8 +1460,9 @@ PROFILE_SIZES = {
     "quick": {"split": {}, "input_size": None, "epochs": 20, "holdout": None,
               "fig2_ks": [5, 10, 15, 20, 30, 40, 50], "max_train": 10000,
               "max_svm_train": 10000},
-    # the whole protocol, every hasher and SVM on every training image
-    "paper": {"split": {}, "input_size": None, "epochs": None, "holdout": None,
+    # the whole protocol, every hasher and SVM on every training image, the backbone at its
+    # native 224 px (the papers resize to 224-256 px)
+    "paper": {"split": {}, "input_size": 224, "epochs": None, "holdout": None,
               "fig2_ks": [5, 10, 15, 20, 30, 40, 50, 75, 100], "max_train": None,
               "max_svm_train": None},
 }

@@ -1798,7 +1798,7 @@ PROFILE_SIZES = {
                         "stl10": {"query_per_class": 100, "n_train": None}},
               "epochs": [120, 10, 10], "sweep_bits": None, "label_bits": None,
               "cnnh": {"n_train": 5000, "epochs": 50}, "finetune_epochs": 30, "sth_train": None,
-              "input_size": None, "whole_split": ["efficientnet_lite0", "efficientnet_lite0_stage5"],
+              "input_size": 224, "whole_split": ["efficientnet_lite0", "efficientnet_lite0_stage5"],
               "rip_max": 1000, "finetune": {"input_size": 224, "stages": 1, "epochs": 10}},
 }
 
