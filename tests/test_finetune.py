@@ -157,14 +157,16 @@ def test_curve_points_cover_every_axis_once():
     assert points[0] == main
     keys = [(p["input_size"], p["stages"], p["n_train"]) for p in points]
     assert len(keys) == len(set(keys))
-    for n in sizes["n_train"]:  # training-set sizes at the main input size and stages
-        assert (main["input_size"], main["stages"], n) in keys
+    n_px = sizes["n_train_input_size"]
+    for n in sizes["n_train"]:  # training-set sizes with the main stages
+        assert (n_px, main["stages"], n) in keys
     for px, st in sizes["stages"]:  # the stages axis, on one training set
         assert (px, st, sizes["stages_n_train"]) in keys
     for px in sizes["input_sizes"]:
         assert (px, main["stages"], main["n_train"]) in keys
     assert {st for _, st in sizes["stages"]} == {0, 1, 2}
-    assert len(keys) == len({*[(main["input_size"], main["stages"], n) for n in sizes["n_train"]],
+    assert len(keys) == len({(main["input_size"], main["stages"], main["n_train"]),
+                             *[(n_px, main["stages"], n) for n in sizes["n_train"]],
                              *[(px, st, sizes["stages_n_train"]) for px, st in sizes["stages"]],
                              *[(px, main["stages"], main["n_train"])
                                for px in sizes["input_sizes"]]})

@@ -75,25 +75,29 @@ FINETUNE_VERSION = "1"
 
 PROFILE_SIZES = {
     # synthetic data: a few hundred images at 64 px
-    "smoke": {"input_sizes": [64], "n_train": [100, 300], "stages": [[64, 0], [64, 1]],
+    "smoke": {"input_sizes": [64], "n_train": [100, 300], "n_train_input_size": 64,
+              "stages": [[64, 0], [64, 1]],
               "stages_n_train": 100, "epochs": 2, "batch_size": 32,
               "main": {"input_size": 64, "stages": 1, "n_train": 300}},
     # CIFAR-10 test accuracy (10,000 test images) against the knobs: about an hour of both
-    # cores cold (maps extracted once, about 15 minutes more), seconds warm; both top stages
-    # at 224 px (about 13 minutes more) only in the paper profile
+    # cores cold (maps extracted once, about 15 minutes more), seconds warm; the training-set
+    # sizes at 128 px (at 224 px each 10,000 images cost about 4 minutes more), both top
+    # stages at 224 px (about 13 minutes more) only in the paper profile
     "quick": {"input_sizes": [128, 224], "n_train": [5000, 10000, 20000, 50000],
+              "n_train_input_size": 128,
               "stages": [[128, 0], [128, 1], [128, 2], [224, 0], [224, 1]],
               "stages_n_train": 10000, "epochs": 6, "batch_size": 64,
               "main": {"input_size": 224, "stages": 1, "n_train": 50000}},
     # the same points trained twice as long, and both top stages on every training image
     "paper": {"input_sizes": [128, 224], "n_train": [5000, 10000, 20000, 50000],
+              "n_train_input_size": 224,
               "stages": [[128, 0], [128, 1], [128, 2], [224, 0], [224, 1], [224, 2]],
               "stages_n_train": 50000, "epochs": 12, "batch_size": 64,
               "main": {"input_size": 224, "stages": 2, "n_train": 50000}},
 }
 """Sizes of the accuracy curve per profile: ``main`` (the configuration the others vary
 around: input size, block stages trained, training images), ``n_train`` (training-set sizes
-tried at the main input size and stages), ``stages`` (``[input size, stages trained]``
+tried with the main stages at ``n_train_input_size`` px), ``stages`` (``[input size, stages trained]``
 pairs tried with ``stages_n_train`` training images, a smaller set where training two stages
 would take hours), ``input_sizes`` (each tried with the main stages and training-set size), ``epochs`` and ``batch_size`` of every point (accuracy is logged after every epoch)."""
 
@@ -563,12 +567,13 @@ def maps_cache_path_for(dataset: str, split: str, input_size: int, root=None) ->
 
 def curve_points(sizes: Mapping) -> list[dict]:
     """The configurations of :func:`accuracy_curve`, without repeats: the ``main`` one; the
-    training-set sizes at the main input size and stages; the ``stages`` pairs (input size,
+    training-set sizes with the main stages at ``n_train_input_size`` px; the ``stages`` pairs (input size,
     stages trained) at ``stages_n_train`` images; every input size with the main stages and
     training-set size."""
     main = dict(sizes["main"])
     points = [main]
-    points += [{**main, "n_train": n} for n in sizes["n_train"]]
+    n_px = sizes.get("n_train_input_size", main["input_size"])
+    points += [{**main, "input_size": n_px, "n_train": n} for n in sizes["n_train"]]
     points += [{"input_size": px, "stages": st, "n_train": sizes["stages_n_train"]}
                for px, st in sizes["stages"]]
     points += [{**main, "input_size": px} for px in sizes["input_sizes"]]
@@ -697,12 +702,13 @@ def curve_text(final, *, dataset: str, sizes: Mapping) -> str:
         parts = [f"{int(s)} stage(s): {a:.3f} ({t:.0f} s)" for s, a, t in
                  zip(g.stages, g.test_accuracy, g.train_seconds)]
         lines.append(f"- **{px} px**, {n_axis:,} images: " + "; ".join(parts) + ".")
-    n = final[(final.input_size == main["input_size"]) & (final.stages == main["stages"])
+    n_px = sizes.get("n_train_input_size", main["input_size"])
+    n = final[(final.input_size == n_px) & (final.stages == main["stages"])
               ].sort_values("n_train")
     if len(n) > 1:
         parts = [f"{k:,}: {a:.3f}" for k, a in zip(n.n_train, n.test_accuracy)]
         gain = float(n.test_accuracy.iloc[-1] - n.test_accuracy.iloc[-2])
-        lines.append(f"- **Training-set size** ({main['input_size']} px, {main['stages']} "
+        lines.append(f"- **Training-set size** ({n_px} px, {main['stages']} "
                      f"stage(s)): " + "; ".join(parts) + f". The last step adds {gain:+.3f}.")
     if len(final):
         best = final.loc[final.test_accuracy.idxmax()]
