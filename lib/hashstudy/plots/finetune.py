@@ -44,6 +44,9 @@ def accuracy_curve(curve, final, main: Mapping, *, dataset: str, target: float,
            markevery=1, legend=None, title="against training-set size")
     axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[1].set_xscale("log")
+    ticks = sorted(final[final.stages == main["stages"]].n_train.unique())
+    axes[1].set_xticks(ticks, [f"{t / 1000:g}k" for t in ticks])
+    axes[1].minorticks_off()
     by_px = {}
     n_main = stages_n_train or main["n_train"]
     for px, g in final[final.n_train == n_main].groupby("input_size"):
