@@ -486,8 +486,9 @@ def finetune(maps: np.ndarray, labels, *, stages: int = 1, epochs: int = 6,
                             batch_size=batch_size, lr=lr, optimizer="adam",
                             weight_decay=weight_decay, schedule="cosine", seed=seed,
                             progress=progress, desc=desc, on_epoch_end=on_epoch_end)
+        # hist.seconds counts the epochs of every session of a resumed training
         return {"loss": hist.loss, "eval_accuracy": [h.get("eval_accuracy") for h in hist.logs],
-                "frozen_seconds": frozen_seconds, "train_seconds": time.perf_counter() - t0}
+                "frozen_seconds": frozen_seconds, "train_seconds": frozen_seconds + hist.seconds}
 
     model, info, loaded = training.cached_model(f"finetune-lite0-s{stages}", key, build, train,
                                                 device=device)
