@@ -493,3 +493,38 @@ def test_largest_reads_the_biggest_profile_that_was_run(papers):
     plain = claims.evaluate("quick", lg).set_index("id")
     assert plain.loc["a", "verdict"] == "not reproduced" and plain.loc["a", "profile"] == "quick"
     assert "| paper |" in claims.markdown("quick", lg).splitlines()[2]
+
+
+def test_largest_reads_a_scale_run_after_the_profile_and_only_where_it_holds_the_keys(
+        papers, monkeypatch):
+    """A scale run (part of the paper profile, :mod:`hashstudy.scale`) decides a claim whose
+    keys it holds and names itself; a claim whose keys it lacks falls back to the quick report;
+    the profile's own report, where it exists, comes first."""
+    from hashstudy import scale
+
+    run = scale.ScaleRun(notebook="04_ddh", run="part", profile="paper")
+    monkeypatch.setattr(scale, "SCALE_RUNS", (run,))
+    lg = ledger(row(id="a", rule="at_least", keys="x/acc", value="0.8", tol="0"),
+                row(id="b", rule="at_least", keys="z/acc", value="0.8", tol="0"))
+    write_report("04_ddh", {"x/acc": 0.7, "z/acc": 0.9})
+    folder = scale.report_folder(run)
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps({"x/acc": 0.85}))
+    frame = claims.evaluate("quick", lg, largest=True).set_index("id")
+    assert frame.loc["a", "verdict"] == "reproduced"
+    assert frame.loc["a", "profile"] == "paper (run part)"
+    assert frame.loc["b", "verdict"] == "reproduced" and frame.loc["b", "profile"] == "quick"
+    write_report("04_ddh", {"x/acc": 0.5}, profile="paper")  # the whole profile, when run, wins
+    frame = claims.evaluate("quick", lg, largest=True).set_index("id")
+    assert frame.loc["a", "verdict"] == "not reproduced" and frame.loc["a", "profile"] == "paper"
+
+
+def test_scale_runs_name_real_notebook_parameters():
+    """Every scale run's parameters pass regenerate's checks (a typo would fail only hours in)."""
+    from hashstudy import regenerate, scale
+
+    for r in scale.SCALE_RUNS:
+        nb = regenerate.notebooks([r.notebook])[0]
+        assert regenerate.check_params(nb, dict(r.params)) == r.params
+        cmd = regenerate.parse_command(scale.command(r))
+        assert (cmd.profile, cmd.run, cmd.params) == (r.profile, r.run, r.params)

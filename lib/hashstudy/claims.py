@@ -430,6 +430,16 @@ class _Context:
         self._reports = {}
         self.papers = reporting.paper_numbers()
 
+    def where(self, notebook: str) -> str:
+        """The report's ``metrics.json`` as a reader finds it: ``reports/<nb>/<profile>/...``."""
+        folder = self.folders.get(notebook)
+        if folder is None:
+            return f"reports/{notebook}/{self.profile}/metrics.json"
+        try:
+            return f"reports/{(folder / 'metrics.json').relative_to(self.root).as_posix()}"
+        except ValueError:
+            return str(folder / "metrics.json")
+
     def report(self, notebook: str):
         """``(metrics or None, meta)`` of ``reports/<notebook>/<profile>/`` (nothing is created)."""
         if notebook not in self._reports:
@@ -593,7 +603,7 @@ def _judge(row: dict, ctx: _Context):
         return ("not tested", "", f"The claim is decided on {row['profile']} reports or larger; "
                 f"{ctx.profile} reports are too small to decide it.")
     metrics, meta = ctx.report(nb)
-    where = f"reports/{nb}/{ctx.profile}/metrics.json"
+    where = ctx.where(nb)
     if metrics is None:
         if nb == BENCHMARKS:
             return ("not tested", "", f"No benchmark has been run yet: {where} does not exist; "
@@ -751,9 +761,12 @@ def evaluate(profile: str = "quick", ledger=None, folders: Optional[dict] = None
         ablation run's folder, for example), at the same profile.
     largest : bool, default False
         Judge each claim on the largest profile, from ``profile`` up, whose
-        report of the claim's notebook exists (a committed ``paper`` report
-        decides a claim before the ``quick`` one); the ``profile`` column names
-        the profile each verdict comes from.
+        report of the claim's notebook exists and holds the claim's evidence (a
+        committed ``paper`` report decides a claim before the ``quick`` one); a
+        profile's scale run (:mod:`hashstudy.scale`, part of the profile that
+        fits this machine) is read after the profile's own report. The
+        ``profile`` column names the report each verdict comes from:
+        ``"paper"``, or ``"paper (run main-config)"`` for a scale run.
 
     Returns
     -------
@@ -770,20 +783,54 @@ def evaluate(profile: str = "quick", ledger=None, folders: Optional[dict] = None
     frame = _ledger(ledger)
     contexts = {p: _Context(p, folders) for p in config.PROFILES
                 if _profile_rank(p) >= _profile_rank(profile)}
+    run_contexts: dict = {}  # (notebook, run name, profile) -> _Context of a scale run
     rows = []
     for row in frame.to_dict("records"):
-        used = profile
+        used, ctx = profile, contexts[profile]
         if largest and row["rule"] != "not_tested":
-            for p in sorted(contexts, key=_profile_rank, reverse=True):
-                if _profile_rank(p) >= _profile_rank(row["profile"]) and \
-                        contexts[p].report(row["notebook"])[0] is not None:
-                    used = p
-                    break
-        verdict, compared, reason = _judge(row, contexts[used])
+            used, ctx, verdict = _largest(row, contexts, run_contexts, folders)
+        if not largest or row["rule"] == "not_tested" or verdict is None:
+            verdict = _judge(row, ctx)
+        verdict, compared, reason = verdict
         rows.append({"id": row["id"], "paper": row["paper"], "where": row["where"],
                      "claim": row["claim"], "verdict": verdict, "compared": compared,
                      "reason": reason, "notebook": row["notebook"], "profile": used})
     return pd.DataFrame(rows, columns=OUTPUT_COLUMNS)
+
+
+def _largest(row, contexts: dict, run_contexts: dict, folders: Optional[dict]):
+    """``(label, context, judged or None)``: the largest report that decides ``row``.
+
+    Candidates, largest profile first: the profile's own report of the claim's
+    notebook, then its scale runs (:data:`hashstudy.scale.SCALE_RUNS`: a named
+    run of part of the profile). The first candidate that exists and holds the
+    claim's evidence (its verdict is not "not tested") decides; when none does,
+    the largest existing one speaks (and says what it lacks).
+    """
+    from . import scale
+
+    nb = row["notebook"]
+    first = None
+    for p in sorted(contexts, key=_profile_rank, reverse=True):
+        if _profile_rank(p) < _profile_rank(row["profile"]):
+            continue
+        candidates = [(p, contexts[p])]
+        if not folders or nb not in folders:
+            for run in scale.runs_for(nb, p):
+                key = (nb, run.run, p)
+                if key not in run_contexts:
+                    run_contexts[key] = _Context(p, {nb: scale.report_folder(run)})
+                candidates.append((run.label, run_contexts[key]))
+        for label, ctx in candidates:
+            if ctx.report(nb)[0] is None:
+                continue
+            judged = _judge(row, ctx)
+            if judged[0] != "not tested":
+                return label, ctx, judged
+            first = first or (label, ctx, judged)
+    if first is not None:
+        return first
+    return min(contexts, key=_profile_rank), contexts[min(contexts, key=_profile_rank)], None
 
 
 # -- presentation ----------------------------------------------------------

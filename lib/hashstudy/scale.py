@@ -1,0 +1,120 @@
+"""Paper-scale runs that fit this machine, where a notebook's whole ``paper`` profile does not.
+
+A notebook's ``paper`` profile repeats its paper's protocol in full. For most
+notebooks that fits two CPU cores in an afternoon; for the journal DSTH (05)
+it does not: its paper profile trains 4 configurations x 2 backbones x 5 code
+lengths of SimpleNet for 60,000 + 5,000 + 5,000 iterations each. This module
+names, for such a notebook, the largest part of the paper profile that fits:
+the ``paper`` profile's sizes and iteration counts, restricted by the
+notebook's own parameters to the configurations the claims are decided on.
+
+Each entry is an ordinary named run of :mod:`hashstudy.regenerate`
+(``reports/<notebook>/runs/<run>/paper/``). The claims ledger reads it after
+the profile's own report and before any smaller profile
+(:func:`hashstudy.claims.evaluate` with ``largest=True``), and the verdict's
+``profile`` column names it, e.g. ``paper (run main-config)``.
+
+Usage::
+
+    python -m hashstudy.scale                    # list the runs and whether their reports exist
+    python -m hashstudy.scale 05_dsth_tcyb2018   # run (or resume) one; same as its regenerate line
+
+A run interrupted part-way resumes from its per-epoch checkpoints when the
+same command starts again (the thread count, set by ``jobs``, is part of the
+trained weights' key, so it is fixed here).
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import config
+
+__all__ = ["ScaleRun", "SCALE_RUNS", "runs_for", "report_folder", "command", "main"]
+
+
+@dataclass(frozen=True)
+class ScaleRun:
+    """One named run of a notebook at (part of) a larger profile."""
+
+    notebook: str
+    run: str
+    profile: str
+    params: dict = field(default_factory=dict)  # the notebook parameters that restrict it
+    jobs: int = 2  # regenerate's --jobs: the machine's cores // jobs threads
+    why: str = ""  # what is left out and why, in one sentence
+
+    @property
+    def label(self) -> str:
+        """How the ledger names it: ``"paper (run main-config)"``."""
+        return f"{self.profile} (run {self.run})"
+
+
+SCALE_RUNS: tuple[ScaleRun, ...] = (
+    ScaleRun(
+        notebook="05_dsth_tcyb2018", run="main-config", profile="paper",
+        params={"backbones": ["efficientnet_lite0"], "configs": ["slice_batchnorm"],
+                "sweep_bits": [48], "fit_bits": [48], "extra_datasets": []},
+        why="the paper profile's split (all 50,000 CIFAR-10 training images), iteration counts "
+            "(60,000 + 5,000 + 5,000 at batch 100) and 224-px features, restricted to the main "
+            "configuration (Slice+BatchNorm, the stronger backbone, 48 bits): the other 39 "
+            "configuration x backbone x code-length networks would take days on two cores",
+    ),
+)
+
+
+def runs_for(notebook: str, profile: str) -> list[ScaleRun]:
+    """The scale runs of ``notebook`` at ``profile`` (in :data:`SCALE_RUNS` order)."""
+    return [r for r in SCALE_RUNS if r.notebook == notebook and r.profile == profile]
+
+
+def report_folder(run: ScaleRun, root=None) -> Path:
+    """``<reports>/<notebook>/runs/<run>/<profile>/``."""
+    base = Path(root) if root is not None else config.reports_dir()
+    return base / run.notebook / "runs" / run.run / run.profile
+
+
+def command(run: ScaleRun) -> list[str]:
+    """The :mod:`hashstudy.regenerate` arguments of ``run``."""
+    import json
+
+    args = ["--profile", run.profile, "--only", run.notebook, "--run", run.run,
+            "--jobs", str(run.jobs)]
+    for name, value in run.params.items():
+        args += ["-p", name, json.dumps(value)]
+    return args
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hashstudy.scale",
+                                     description="Paper-scale runs that fit this machine.")
+    parser.add_argument("notebooks", nargs="*", help="run these notebooks' scale runs; "
+                        "none: list every scale run")
+    args = parser.parse_args(argv)
+    known = sorted({r.notebook for r in SCALE_RUNS})
+    if not args.notebooks:
+        for r in SCALE_RUNS:
+            there = (report_folder(r) / "metrics.json").exists()
+            print(f"{r.notebook}  {r.label}  report {'present' if there else 'missing'}\n"
+                  f"    python -m hashstudy.regenerate {shlex.join(command(r))}\n    {r.why}")
+        return 0
+    unknown = [nb for nb in args.notebooks if nb not in known]
+    if unknown:
+        print(f"error: no scale run for {', '.join(unknown)}; notebooks with one: "
+              f"{', '.join(known)}", file=sys.stderr)
+        return 2
+    from . import regenerate
+
+    status = 0
+    for nb in args.notebooks:
+        for r in SCALE_RUNS:
+            if r.notebook == nb:
+                status = max(status, regenerate.main(command(r)))
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
