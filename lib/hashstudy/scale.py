@@ -92,8 +92,8 @@ def command(run: ScaleRun) -> list[str]:
 
     args = ["--profile", run.profile, "--only", run.notebook, "--run", run.run,
             "--jobs", str(run.jobs)]
-    for name, value in run.params.items():
-        args += ["-p", name, json.dumps(value)]
+    for name, value in run.params.items():  # text as it is (regenerate reads it so), else JSON
+        args += ["-p", name, value if isinstance(value, str) else json.dumps(value)]
     return args
 
 
