@@ -528,3 +528,28 @@ def test_scale_runs_name_real_notebook_parameters():
         assert regenerate.check_params(nb, dict(r.params)) == r.params
         cmd = regenerate.parse_command(scale.command(r))
         assert (cmd.profile, cmd.run, cmd.params) == (r.profile, r.run, r.params)
+
+
+def test_scale_run_reports_are_committed_and_ablation_runs_are_not():
+    """.gitignore keeps ablation runs out of the repository but lets every scale run's report in
+    (a scale run the ledger cites must be committable), and never a papermill scratch file."""
+    import shutil
+    import subprocess
+
+    from hashstudy import scale
+
+    root = config.repo_root()
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("needs a git checkout")
+
+    def ignored(rel: str) -> bool:
+        return subprocess.run(["git", "check-ignore", "-q", rel], cwd=root).returncode == 0
+
+    for r in scale.SCALE_RUNS:
+        folder = f"reports/{r.notebook}/runs/{r.run}/{r.profile}"
+        assert not ignored(f"{folder}/metrics.json"), folder
+        assert ignored(f"{folder}/.{r.notebook}.running.ipynb"), folder
+        assert ignored(f"{folder}/.{r.notebook}.log"), folder
+        assert ignored(f"reports/{r.notebook}/runs/{r.run}/smoke/metrics.json"), folder
+    assert ignored("reports/04_ddh/runs/k1_5/quick/metrics.json")
+    assert ignored("reports/04_ddh/runs/some-ablation/paper/metrics.json")
