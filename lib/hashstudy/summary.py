@@ -206,7 +206,9 @@ def readme_results(profile: str = "quick") -> str:
     """Markdown for the README's results section: the claims' verdicts, built from the reports."""
     from . import claims
 
-    lines = [f"Verdicts on the committed `{profile}` reports (2-core CPU budget), one row per "
+    lines = [f"Verdicts on the committed `{profile}` reports (2-core CPU budget), or on a larger "
+             "report where one holds the claim's evidence (a `paper` profile report, or a paper-"
+             "scale run of `python -m hashstudy.scale`; the last column names it), one row per "
              "claim of the five papers, from the ledger `lib/hashstudy/claims.csv` evaluated by "
              "`python -m hashstudy.claims`. Every paper number the study measured, beside ours, "
              f"is in `reports/99_summary/{profile}/paper_vs_ours.csv` and on the summary page "
