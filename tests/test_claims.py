@@ -553,3 +553,22 @@ def test_scale_run_reports_are_committed_and_ablation_runs_are_not():
         assert ignored(f"reports/{r.notebook}/runs/{r.run}/smoke/metrics.json"), folder
     assert ignored("reports/04_ddh/runs/k1_5/quick/metrics.json")
     assert ignored("reports/04_ddh/runs/some-ablation/paper/metrics.json")
+
+
+def test_scale_command_line_runs_regenerate_with_the_runs_arguments(monkeypatch, capsys):
+    """``python -m hashstudy.scale NB`` hands each of NB's scale runs to regenerate in its own
+    process; an unknown notebook is one error line and status 2; no argument lists the runs."""
+    import subprocess
+    import sys
+
+    from hashstudy import scale
+
+    calls = []
+    monkeypatch.setattr(subprocess, "call", lambda argv: calls.append(argv) or 0)
+    assert scale.main(["05_dsth_tcyb2018"]) == 0
+    run = scale.runs_for("05_dsth_tcyb2018", "paper")[0]
+    assert calls == [[sys.executable, "-m", "hashstudy.regenerate", *scale.command(run)]]
+    assert scale.main(["00_baselines"]) == 2
+    assert "no scale run for 00_baselines" in capsys.readouterr().err
+    assert scale.main([]) == 0
+    assert "--run main-config" in capsys.readouterr().out

@@ -28,7 +28,7 @@ one-way:
    ``plots.<method module>``
 7. **the study**: ``crosspaper`` (06), ``claims`` (the ledger), ``summary``,
    ``regenerate`` (the report command), ``sweep``, ``compare``, ``profiles``,
-   ``smoke``
+   ``smoke``, ``scale`` (paper-scale runs that fit the machine)
 
 A new method is one module in layer 5 whose hasher has ``fit``/``encode``;
 ``evaluation.run`` evaluates it like every other.
@@ -45,6 +45,6 @@ LAYERS = {
                 "references"],
     "figures": ["plots", "plots.*"],
     "the study": ["crosspaper", "claims", "summary", "regenerate", "sweep", "compare", "profiles",
-                  "smoke"],
+                  "smoke", "scale"],
 }
 """Layer name -> modules, lowest first; ``plots.*`` stands for every module of ``plots``."""
