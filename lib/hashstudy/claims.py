@@ -786,12 +786,10 @@ def evaluate(profile: str = "quick", ledger=None, folders: Optional[dict] = None
     run_contexts: dict = {}  # (notebook, run name, profile) -> _Context of a scale run
     rows = []
     for row in frame.to_dict("records"):
-        used, ctx = profile, contexts[profile]
+        used, ctx, judged = profile, contexts[profile], None
         if largest and row["rule"] != "not_tested":
-            used, ctx, verdict = _largest(row, contexts, run_contexts, folders)
-        if not largest or row["rule"] == "not_tested" or verdict is None:
-            verdict = _judge(row, ctx)
-        verdict, compared, reason = verdict
+            used, ctx, judged = _largest(row, contexts, run_contexts, folders)
+        verdict, compared, reason = judged or _judge(row, ctx)
         rows.append({"id": row["id"], "paper": row["paper"], "where": row["where"],
                      "claim": row["claim"], "verdict": verdict, "compared": compared,
                      "reason": reason, "notebook": row["notebook"], "profile": used})
