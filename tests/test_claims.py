@@ -564,7 +564,15 @@ def test_scale_command_line_runs_regenerate_with_the_runs_arguments(monkeypatch,
     from hashstudy import scale
 
     calls = []
-    monkeypatch.setattr(subprocess, "call", lambda argv: calls.append(argv) or 0)
+
+    class Finished:
+        def __init__(self, argv):
+            calls.append(argv)
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(subprocess, "Popen", Finished)
     assert scale.main(["05_dsth_tcyb2018"]) == 0
     run = scale.runs_for("05_dsth_tcyb2018", "paper")[0]
     assert calls == [[sys.executable, "-m", "hashstudy.regenerate", *scale.command(run)]]

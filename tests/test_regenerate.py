@@ -392,3 +392,75 @@ def test_library_modules_follow_a_subpackage(tmp_path):
     # the package's file is hashed: a notebook using plots depends on plots/__init__.py
     files = regenerate.library_modules.__globals__["_library_files"]()
     assert files["plots"].name == "__init__.py" and files["plots"].parent.name == "plots"
+
+
+SLOW = """
+import pathlib, time
+pathlib.Path({flag!r}).write_text("started")
+time.sleep(300)
+"""
+
+DRIVER = """
+import sys
+from pathlib import Path
+from hashstudy import regenerate
+regenerate._folder = lambda folder: Path(sys.argv[1])
+sys.exit(regenerate.main(["--profile", "smoke", "--only", "12_slow"]))
+"""
+
+
+def _wait_for(path, proc, seconds=120):
+    import time
+
+    t0 = time.time()
+    while not path.exists():
+        assert proc.poll() is None, "the report command ended before its notebook started"
+        assert time.time() - t0 < seconds, "the notebook did not start"
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("command", ["regenerate", "scale"])
+def test_sigterm_interrupts_cleanly_and_leaves_no_partial_report(tmp_path, command):
+    """``kill PID`` (SIGTERM) of the report command, or of ``python -m hashstudy.scale`` in front
+    of it, stops the running notebook and its kernel and removes the unfinished notebook, as
+    Ctrl-C does: exit status 130, no ``.running.ipynb``, no metrics, no kernel left running."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    flag = tmp_path / "started"
+    _notebook(nbs / "12_slow.ipynb", SLOW.format(flag=str(flag)))
+    driver = tmp_path / "driver.py"
+    if command == "regenerate":
+        driver.write_text(DRIVER)
+    else:  # scale's front end, with a scale run pointing at the slow notebook
+        driver.write_text(
+            "import sys, subprocess\n"
+            "from hashstudy import scale\n"
+            "scale.SCALE_RUNS = (scale.ScaleRun(notebook='12_slow', run='r', profile='smoke'),)\n"
+            f"real = subprocess.Popen\n"
+            f"subprocess.Popen = lambda argv: real([sys.executable, {str(tmp_path / 'inner.py')!r},"
+            " sys.argv[1]])\n"
+            "sys.exit(scale.main(['12_slow']))\n")
+        (tmp_path / "inner.py").write_text(DRIVER)
+    proc = subprocess.Popen([sys.executable, str(driver), str(nbs)], env=dict(os.environ),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        _wait_for(flag, proc)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, out
+    assert "interrupted" in out
+    folder = tmp_path / "reports" / "12_slow" / "smoke"
+    assert not list(folder.glob("*.ipynb")) and not list(folder.glob(".*.ipynb")), out
+    assert not (folder / "metrics.json").exists()
+    # nothing of the session is left: the kernel died with its notebook
+    left = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True)
+    assert left.stdout.strip() == "", f"processes left running: {left.stdout}"

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import difflib
 import hashlib
 import io
@@ -934,6 +935,27 @@ def parse_command(argv: list[str], folder: Optional[Path] = None) -> Command:
     return Command(args.profile, args.jobs, only, params, args.run, args.force, todo)
 
 
+@contextlib.contextmanager
+def interrupted_by_sigterm():
+    """Within the block, SIGTERM interrupts like Ctrl-C (a ``KeyboardInterrupt``).
+
+    ``kill PID``, a job scheduler's stop and the end of a terminal session send
+    SIGTERM; without this, Python would die at once and leave an unfinished
+    notebook (``.<name>.running.ipynb``) and its kernel behind. With it, the
+    same clean-up as Ctrl-C runs: each running notebook is interrupted, its
+    partial files are removed, and finished reports stay intact. The previous
+    handler is restored on leaving (only the main thread may set handlers).
+    """
+    def raise_interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv=None) -> int:
     try:
         cmd = parse_command(sys.argv[1:] if argv is None else list(argv))
@@ -943,7 +965,9 @@ def main(argv=None) -> int:
     t0 = time.time()
     entries_at_start = cache_entries()
     try:
-        outcomes = regenerate(cmd.profile, cmd.jobs, cmd.only, cmd.params, cmd.run, cmd.force)
+        with interrupted_by_sigterm():
+            outcomes = regenerate(cmd.profile, cmd.jobs, cmd.only, cmd.params, cmd.run,
+                                  cmd.force)
     except KeyboardInterrupt:
         return 130
     print()
