@@ -462,5 +462,19 @@ def test_sigterm_interrupts_cleanly_and_leaves_no_partial_report(tmp_path, comma
     assert not list(folder.glob("*.ipynb")) and not list(folder.glob(".*.ipynb")), out
     assert not (folder / "metrics.json").exists()
     # nothing of the session is left: the kernel died with its notebook
-    left = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True)
-    assert left.stdout.strip() == "", f"processes left running: {left.stdout}"
+    assert _session_members(proc.pid) == [], "processes of the run are still alive"
+
+
+def _session_members(sid: int) -> list[int]:
+    """Live processes of session ``sid`` (read from /proc: Linux; elsewhere none are seen)."""
+    from pathlib import Path
+
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended while we looked
+            continue
+        if fields[0] != "Z" and int(fields[3]) == sid:  # state, ppid, pgrp, session
+            members.append(int(stat.parent.name))
+    return members
