@@ -441,7 +441,7 @@ def test_sigterm_interrupts_cleanly_and_leaves_no_partial_report(tmp_path, comma
             "import sys, subprocess\n"
             "from hashstudy import scale\n"
             "scale.SCALE_RUNS = (scale.ScaleRun(notebook='12_slow', run='r', profile='smoke'),)\n"
-            f"real = subprocess.Popen\n"
+            "real = subprocess.Popen\n"  # the child is the plain report command on our folder
             f"subprocess.Popen = lambda argv: real([sys.executable, {str(tmp_path / 'inner.py')!r},"
             " sys.argv[1]])\n"
             "sys.exit(scale.main(['12_slow']))\n")

@@ -939,7 +939,7 @@ def parse_command(argv: list[str], folder: Optional[Path] = None) -> Command:
 def interrupted_by_sigterm():
     """Within the block, SIGTERM interrupts like Ctrl-C (a ``KeyboardInterrupt``).
 
-    ``kill PID``, a job scheduler's stop and the end of a terminal session send
+    ``kill PID``, a job scheduler's stop and a container's shutdown send
     SIGTERM; without this, Python would die at once and leave an unfinished
     notebook (``.<name>.running.ipynb``) and its kernel behind. With it, the
     same clean-up as Ctrl-C runs: each running notebook is interrupted, its

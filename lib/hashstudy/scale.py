@@ -126,7 +126,7 @@ def main(argv=None) -> int:
                 continue
             # its own process: regenerate reads the ledger, which reads us
             proc = subprocess.Popen([sys.executable, "-m", "hashstudy.regenerate", *command(r)])
-            # SIGTERM (kill, a scheduler, the end of a session) goes on to regenerate, which
+            # SIGTERM (kill, a scheduler, a shutdown) goes on to regenerate, which
             # interrupts its notebook and removes the unfinished files; Ctrl-C reaches it from
             # the terminal by itself
             previous = signal.signal(signal.SIGTERM, lambda *_: proc.send_signal(signal.SIGTERM))
