@@ -10,7 +10,7 @@ JOBS ?= 2
 export HASHSTUDY_DATA ?= $(CURDIR)/data
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help venv test test-fast reports notebook benchmark benchmark-search benchmark-c2f benchmark-encoding clean-smoke
+.PHONY: help venv test test-fast reports notebook benchmark benchmark-search benchmark-c2f benchmark-encoding benchmark-simplenet clean-smoke
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -47,6 +47,9 @@ benchmark-c2f: $(STAMP)  ## time the latent-layer coarse-to-fine search against 
 
 benchmark-encoding: $(STAMP)  ## time encoding a new image: SimpleNet (DSTH journal) against EfficientNet-Lite0
 	$(BIN)/python benchmarks/encoding.py
+
+benchmark-simplenet: $(STAMP)  ## time one SGD step of the journal DSTH's hash network on 1 thread and on all cores
+	$(BIN)/python benchmarks/simplenet_step.py
 
 .PHONY: sweep
 sweep: $(STAMP)  ## a parameter sweep on Dask, e.g. make sweep ARGS='04_ddh --grid k1=5,15 --seeds 0,1,2'
