@@ -13,6 +13,7 @@ def isolated_dirs(tmp_path, monkeypatch):
     monkeypatch.setenv("HASHSTUDY_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("HASHSTUDY_REPORTS", str(tmp_path / "reports"))
     monkeypatch.setenv("HASHSTUDY_DOWNLOAD", "0")
+    monkeypatch.delenv("HASHSTUDY_STAGING", raising=False)  # set only by the report command
     (tmp_path / "data").mkdir()
     return tmp_path
 

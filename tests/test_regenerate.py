@@ -75,6 +75,87 @@ def test_changed_notebook_reruns_and_ablation_runs_are_separate(folder, tmp_path
     assert not regenerate.up_to_date(nb, "quick", {"value": 7}, "v7")
 
 
+TABLES = """
+import os
+import pandas as pd
+from hashstudy import claims, reporting
+version = os.environ["TABLE_VERSION"]
+rep = reporting.Report("12_tables", profile)
+rep.table("common", pd.DataFrame({"v": [version]}))
+rep.table(f"only_v{version}", pd.DataFrame({"v": [version]}))
+if os.environ.get("FAIL_AFTER_TABLES"):
+    raise RuntimeError("stopped after writing two tables")
+rep.add("toy/version", int(version))
+rep.save()
+# the notebook reads back what it has just written, not the previous report
+assert reporting.load_metrics("12_tables", profile) == {"toy/version": int(version)}
+ctx = claims._Context(profile)
+assert ctx.report("12_tables")[0] == {"toy/version": int(version)}
+assert ctx.where("12_tables") == f"reports/12_tables/{profile}/metrics.json"
+print("reports in", rep.dir, "metrics at", rep.path("metrics.json"))
+"""
+
+
+def _files(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+def test_a_report_reaches_its_folder_only_when_its_notebook_finishes(tmp_path, monkeypatch):
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    _notebook(nbs / "12_tables.ipynb", TABLES)
+    quiet = dict(only=["12_tables"], folder=nbs, echo=lambda *a: None, force=True)
+    monkeypatch.setenv("TABLE_VERSION", "1")
+    assert regenerate.regenerate("smoke", **quiet)[0].status == "ran"
+    folder = tmp_path / "reports" / "12_tables" / "smoke"
+    assert sorted(_files(folder)) == [".inputs.json", "12_tables.ipynb", "common.csv",
+                                      "meta.json", "metrics.json", "only_v1.csv"]
+    state = json.loads((folder / ".inputs.json").read_text())
+    assert state["files"] == ["common.csv", "meta.json", "metrics.json", "only_v1.csv"]
+    # the executed notebook shows where a reader finds the report, not the staging folder
+    assert f"reports in {folder}" in (folder / "12_tables.ipynb").read_text()
+    (folder / "threads.csv").write_text("written by another command\n")
+    before = _files(folder)
+
+    # a run that fails after writing two tables changes nothing
+    monkeypatch.setenv("TABLE_VERSION", "2")
+    monkeypatch.setenv("FAIL_AFTER_TABLES", "1")
+    out = regenerate.regenerate("smoke", **quiet)
+    assert out[0].status == "failed" and "stopped after writing" in out[0].detail
+    failed = _files(folder)
+    assert failed.pop(".12_tables.log")  # papermill's output, kept to say what went wrong
+    assert failed == before and not (folder / ".staging").exists()
+    assert not (folder / "only_v2.csv").exists()
+
+    # a run that finishes replaces the report: its files in, its predecessor's stale ones out
+    monkeypatch.delenv("FAIL_AFTER_TABLES")
+    assert regenerate.regenerate("smoke", **quiet)[0].status == "ran"
+    after = _files(folder)
+    assert sorted(after) == [".inputs.json", "12_tables.ipynb", "common.csv", "meta.json",
+                             "metrics.json", "only_v2.csv", "threads.csv"]
+    assert after["common.csv"].decode().split() == ["v", "2"]
+    assert after["threads.csv"] == before["threads.csv"]  # not this notebook's file: kept
+    assert json.loads(after["metrics.json"]) == {"toy/version": 2}
+    assert not (folder / ".staging").exists()
+    assert regenerate.up_to_date(nbs / "12_tables.ipynb", "smoke", {}, None)
+
+
+def test_outside_the_report_command_a_report_is_written_in_place(tmp_path, monkeypatch):
+    from hashstudy import config, reporting
+
+    rep = reporting.Report("12_tables", "smoke")
+    assert rep._out == rep.dir
+    rep.add("toy/a", 1)
+    rep.save()
+    assert json.loads((rep.dir / "metrics.json").read_text()) == {"toy/a": 1}
+    # a staging folder set for another report does not redirect this one
+    other = tmp_path / "reports" / "13_other" / "smoke" / config.STAGING_NAME
+    monkeypatch.setenv(config.STAGING_ENV, str(other))
+    assert config.written_dir(rep.dir) == rep.dir
+    assert config.written_dir(other.parent) == other
+    assert reporting.Report("12_tables", "smoke")._out == rep.dir
+
+
 def test_unknown_notebook_and_profile(folder):
     with pytest.raises(ValueError, match="unknown notebook '12_x'.*10_good"):
         regenerate.regenerate("smoke", only=["12_x"], folder=folder)
@@ -396,6 +477,9 @@ def test_library_modules_follow_a_subpackage(tmp_path):
 
 SLOW = """
 import pathlib, time
+import pandas as pd
+from hashstudy.reporting import Report
+Report("12_slow", profile).table("partial", pd.DataFrame({{"x": [1]}}))
 pathlib.Path({flag!r}).write_text("started")
 time.sleep(300)
 """
@@ -423,7 +507,8 @@ def _wait_for(path, proc, seconds=120):
 def test_sigterm_interrupts_cleanly_and_leaves_no_partial_report(tmp_path, command):
     """``kill PID`` (SIGTERM) of the report command, or of ``python -m hashstudy.scale`` in front
     of it, stops the running notebook and its kernel and removes the unfinished notebook, as
-    Ctrl-C does: exit status 130, no ``.running.ipynb``, no metrics, no kernel left running."""
+    Ctrl-C does: exit status 130, no ``.running.ipynb``, no table of the unfinished run, the
+    previous report untouched, no kernel left running."""
     import os
     import signal
     import subprocess
@@ -446,6 +531,11 @@ def test_sigterm_interrupts_cleanly_and_leaves_no_partial_report(tmp_path, comma
             " sys.argv[1]])\n"
             "sys.exit(scale.main(['12_slow']))\n")
         (tmp_path / "inner.py").write_text(DRIVER)
+    folder = tmp_path / "reports" / "12_slow" / "smoke"
+    folder.mkdir(parents=True)
+    previous = {"metrics.json": '{"toy/value": 0}', "12_slow.ipynb": "{}", "partial.csv": "x\n0\n"}
+    for name, text in previous.items():
+        (folder / name).write_text(text)
     proc = subprocess.Popen([sys.executable, str(driver), str(nbs)], env=dict(os.environ),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
@@ -458,9 +548,9 @@ def test_sigterm_interrupts_cleanly_and_leaves_no_partial_report(tmp_path, comma
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 130, out
     assert "interrupted" in out
-    folder = tmp_path / "reports" / "12_slow" / "smoke"
-    assert not list(folder.glob("*.ipynb")) and not list(folder.glob(".*.ipynb")), out
-    assert not (folder / "metrics.json").exists()
+    # the previous report as it was: the unfinished run's table never reached the folder
+    left = {p.name: p.read_text() for p in folder.iterdir() if p.name != ".12_slow.log"}
+    assert left == previous, out  # (the hidden log of papermill's output stays, ignored by git)
     # nothing of the session is left: the kernel died with its notebook
     assert _session_members(proc.pid) == [], "processes of the run are still alive"
 

@@ -444,6 +444,7 @@ class _Context:
         """``(metrics or None, meta)`` of ``reports/<notebook>/<profile>/`` (nothing is created)."""
         if notebook not in self._reports:
             folder = self.folders.get(notebook, self.root / notebook / self.profile)
+            folder = config.written_dir(folder)  # a running notebook reads its own new report
             metrics = _read_json(folder / "metrics.json")
             if metrics is not None and notebook not in self.folders:
                 metrics = {**_seed_sweeps(self.root / notebook, self.profile), **metrics}

@@ -7,6 +7,9 @@ One setting each:
   (default ``<repo>/data/cache``).
 - ``HASHSTUDY_REPORTS``: executed notebooks, metrics, tables and figures
   (default ``<repo>/reports``).
+- ``HASHSTUDY_STAGING``: set by the report command for the notebook it runs, never by hand:
+  the folder where that notebook's report is written until the notebook has finished
+  (see :func:`written_dir`).
 """
 from __future__ import annotations
 
@@ -44,6 +47,29 @@ def reports_dir(*parts: str) -> Path:
     path = _env_path("HASHSTUDY_REPORTS", repo_root() / "reports").joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+STAGING_ENV = "HASHSTUDY_STAGING"
+STAGING_NAME = ".staging"
+
+
+def written_dir(folder) -> Path:
+    """Where the report meant for ``folder`` is being written.
+
+    The report command (:mod:`hashstudy.regenerate`) runs each notebook with
+    ``HASHSTUDY_STAGING=<report folder>/.staging``: the notebook's
+    :class:`hashstudy.reporting.Report` writes there, and the command moves the files into
+    the report folder only when the notebook has finished, so an interrupted or failed run
+    leaves the previous report as it was. For that one folder this returns the staging
+    folder, so that the notebook reads back what it has just written (its verdicts, say);
+    for every other folder, and outside the report command, it returns ``folder``.
+    """
+    folder = Path(folder)
+    staged = os.environ.get(STAGING_ENV)
+    if staged and Path(staged).name == STAGING_NAME and \
+            Path(staged).parent.resolve() == folder.resolve():
+        return Path(staged)
+    return folder
 
 
 def check_choice(name: str, value, allowed: Iterable) -> None:

@@ -29,9 +29,15 @@ What it does:
   was skipped (and why, including parts a notebook skipped itself, such as a
   dataset that is not present) and what failed; the exit status is 1 if
   anything failed;
-- on Ctrl-C stops the running notebooks; every report already written stays
-  intact (all files are written atomically) and no partial executed notebook
-  is left behind.
+- writes each report in two steps: the notebook runs with its
+  :class:`hashstudy.reporting.Report` writing into ``<report folder>/.staging/``
+  (:func:`hashstudy.config.written_dir`), and only when it has finished are its
+  files moved into the report folder, the files the previous run wrote and this
+  one did not are removed, and the executed notebook and the up-to-date record
+  (``.inputs.json``, which lists the report's files) are written last. A failed
+  or interrupted notebook therefore leaves its previous report exactly as it
+  was: no new table beside old ones, no partial executed notebook;
+- on Ctrl-C (or SIGTERM) stops the running notebooks, with the same guarantee.
 
 A mistake on the command line (an unknown notebook or parameter, a value of
 the wrong type, ``-p`` without ``--only`` and ``--run``) is reported as one
@@ -51,6 +57,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -504,6 +511,40 @@ def _state_path(nb: Path, profile: str, run: Optional[str]) -> Path:
     return output_dir(nb, profile, run) / ".inputs.json"
 
 
+def staging_dir(nb: Path, profile: str, run: Optional[str]) -> Path:
+    """Where ``nb``'s report is written while it runs (see :func:`publish`)."""
+    return output_dir(nb, profile, run) / config.STAGING_NAME
+
+
+def publish(nb: Path, profile: str, run: Optional[str], executed: Path, key: str) -> list[str]:
+    """Move a finished run's report from :func:`staging_dir` into the report folder.
+
+    The staged files replace those of the same name; files that the previous run wrote (as
+    listed in ``.inputs.json``) and this one did not are removed, while files that other
+    commands put there are kept; then the executed notebook is moved into place and
+    ``.inputs.json`` (the inputs' key and this run's files) is written last, so that a run
+    stopped in between is not taken as up to date. Returns the report's file names.
+    """
+    out_dir, staging = output_dir(nb, profile, run), staging_dir(nb, profile, run)
+    state = _state_path(nb, profile, run)
+    try:
+        previous = set(json.loads(state.read_text()).get("files", []))
+    except (FileNotFoundError, json.JSONDecodeError, AttributeError):
+        previous = set()
+    files = sorted(p.name for p in staging.iterdir()
+                   if p.is_file() and not p.name.startswith(".")) if staging.is_dir() else []
+    state.unlink(missing_ok=True)  # not up to date while the folder is half old, half new
+    for name in files:
+        os.replace(staging / name, out_dir / name)
+    for name in sorted(previous - set(files)):
+        if "/" not in name and not name.startswith("."):
+            (out_dir / name).unlink(missing_ok=True)
+    os.replace(executed, out_dir / f"{nb.stem}.ipynb")
+    cache.write_json(state, {"key": key, "files": files})
+    shutil.rmtree(staging, ignore_errors=True)
+    return files
+
+
 def up_to_date(nb: Path, profile: str, params: dict, run: Optional[str]) -> bool:
     state = _state_path(nb, profile, run)
     if not state.exists() or not (output_dir(nb, profile, run) / f"{nb.stem}.ipynb").exists():
@@ -764,31 +805,34 @@ def regenerate(profile: str = "quick", jobs: int = 2, only: Optional[list[str]] 
             echo(f"[{started}/{total}] {nb.stem}: up to date, skipped")
             return
         out_dir = output_dir(nb, profile, run)
+        key = inputs_key(nb, profile, params, run)  # the inputs this run starts from
+        staging = staging_dir(nb, profile, run)
+        shutil.rmtree(staging, ignore_errors=True)  # left by a run killed outright
         tmp = out_dir / f".{nb.stem}.running.ipynb"
         log = open(out_dir / f".{nb.stem}.log", "w")
-        proc = subprocess.Popen(_papermill_command(nb, tmp, profile, params, run), env=env,
+        proc = subprocess.Popen(_papermill_command(nb, tmp, profile, params, run),
+                                env=dict(env, **{config.STAGING_ENV: str(staging)}),
                                 stdout=log, stderr=subprocess.STDOUT)
-        running[nb] = (proc, tmp, log, time.time())
+        running[nb] = (proc, tmp, log, time.time(), key)
         echo(f"[{started}/{total}] {nb.stem}: running (profile {profile}"
              f"{', run ' + run if run else ''})")
 
     def finish(nb: Path) -> None:
-        proc, tmp, log, t0 = running.pop(nb)
+        proc, tmp, log, t0, key = running.pop(nb)
         log.close()
         seconds = time.time() - t0
         out_dir = output_dir(nb, profile, run)
         log_path = out_dir / f".{nb.stem}.log"
         if proc.returncode == 0:
             compact_streams(tmp)
-            os.replace(tmp, out_dir / f"{nb.stem}.ipynb")
-            cache.write_json(_state_path(nb, profile, run),
-                             {"key": inputs_key(nb, profile, params, run)})
+            publish(nb, profile, run, tmp, key)
             log_path.unlink(missing_ok=True)
             outcomes.append(Outcome(nb.stem, "ran", seconds,
                                     skipped_parts=_skipped_parts(nb, profile, run)))
             echo(f"      {nb.stem}: done in {seconds:.0f} s")
         else:
             tmp.unlink(missing_ok=True)
+            shutil.rmtree(staging_dir(nb, profile, run), ignore_errors=True)
             tail = log_path.read_text(errors="replace").strip().splitlines()[-8:]
             outcomes.append(Outcome(nb.stem, "failed", seconds,
                                     detail=f"see {log_path}: " + " | ".join(tail)[-600:]))
@@ -819,9 +863,9 @@ def regenerate(profile: str = "quick", jobs: int = 2, only: Optional[list[str]] 
             if outcomes[-1].status in ("ran", "up to date") and not run:
                 publish_summary(profile, output_dir(nb, profile, run) / f"{nb.stem}.ipynb", echo)
     except KeyboardInterrupt:
-        for nb, (proc, tmp, log, t0) in list(running.items()):
+        for nb, (proc, *_rest) in list(running.items()):
             proc.send_signal(signal.SIGINT)
-        for nb, (proc, tmp, log, t0) in list(running.items()):
+        for nb, (proc, tmp, log, t0, _key) in list(running.items()):
             try:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
@@ -829,9 +873,11 @@ def regenerate(profile: str = "quick", jobs: int = 2, only: Optional[list[str]] 
                 proc.wait()
             log.close()
             tmp.unlink(missing_ok=True)
+            shutil.rmtree(staging_dir(nb, profile, run), ignore_errors=True)
             outcomes.append(Outcome(nb.stem, "interrupted", time.time() - t0))
         running.clear()
-        echo("interrupted: finished reports are intact; unfinished notebooks left no files")
+        echo("interrupted: finished reports are intact; unfinished notebooks left no files "
+             "and their previous reports as they were")
         raise
     return outcomes
 

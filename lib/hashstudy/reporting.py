@@ -13,8 +13,11 @@ ablation run, ``reports/<notebook>/runs/<run>/<profile>/``):
 ``*.csv``, ``*.png``
     Tables and figures.
 
-Every file is written atomically (see :mod:`hashstudy.cache`), so an
-interrupted run leaves the previous report intact.
+Every file is written atomically (see :mod:`hashstudy.cache`). Under the report
+command (``python -m hashstudy.regenerate``) the files go to a staging folder
+(:func:`hashstudy.config.written_dir`) and reach the report folder together, only when
+the notebook has finished: an interrupted or failed run leaves the previous report
+exactly as it was, with no table of the new run beside it.
 
 The papers' own numbers live in one data file, ``paper_numbers.csv`` beside
 this module, transcribed once with the table or figure they come from; see
@@ -84,7 +87,9 @@ class Report:
         self.profile = profile
         self.run = run or None
         parts = (notebook, "runs", self.run, profile) if self.run else (notebook, profile)
-        self.dir = config.reports_dir(*parts)
+        self.dir = config.reports_dir(*parts)  # where a reader finds the report
+        self._out = config.written_dir(self.dir)  # where it is written (a staging folder)
+        self._out.mkdir(parents=True, exist_ok=True)
         self.metrics: dict[str, float] = {}
         self.meta: dict = {"notebook": notebook, "profile": profile, "run": self.run,
                            "protocols": {}, "parameters": {}, "sources": {}, "skipped": {}}
@@ -131,13 +136,17 @@ class Report:
 
     # -- files -------------------------------------------------------------
     def path(self, name: str) -> Path:
+        """Where the file ``name`` of this report is found once the run has finished."""
         return self.dir / name
+
+    def _target(self, name: str) -> Path:
+        return self._out / name
 
     def table(self, name: str, frame, index: bool = False) -> Path:
         """Write a pandas DataFrame as ``<name>.csv``."""
         buf = io.StringIO()
         frame.to_csv(buf, index=index, float_format="%.6g")
-        return cache.write_text(self.path(f"{name}.csv"), buf.getvalue())
+        return cache.write_text(self._target(f"{name}.csv"), buf.getvalue())
 
     def figure(self, name: str, fig, svg: bool = False, dpi: int = 110) -> Path:
         """Save a matplotlib figure as ``<name>.png`` (and ``.svg``); in a notebook, show it.
@@ -148,11 +157,11 @@ class Report:
         ``plt.show()`` shows nothing). Elsewhere (scripts, tests) nothing is
         displayed and the figure stays open.
         """
-        out = self.path(f"{name}.png")
+        out = self._target(f"{name}.png")
         with cache.atomic_path(out) as tmp:
             fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
         if svg:
-            with cache.atomic_path(self.path(f"{name}.svg")) as tmp:
+            with cache.atomic_path(self._target(f"{name}.svg")) as tmp:
                 fig.savefig(tmp, format="svg", bbox_inches="tight")
         try:
             from IPython import get_ipython
@@ -169,7 +178,7 @@ class Report:
 
     def text(self, name: str, content: str) -> Path:
         """Write a Markdown or text file."""
-        return cache.write_text(self.path(name), content)
+        return cache.write_text(self._target(name), content)
 
     def save(self) -> Path:
         """Write ``metrics.json`` and ``meta.json``; returns the metrics path."""
@@ -188,13 +197,13 @@ class Report:
         self.meta["threads"] = threads() if callable(threads) else None
         self.meta["versions"] = {"python": platform.python_version(), "numpy": numpy.__version__,
                                  "torch": torch.__version__}
-        cache.write_json(self.path("meta.json"), self.meta)
-        return cache.write_json(self.path("metrics.json"), self.metrics)
+        cache.write_json(self._target("meta.json"), self.meta)
+        return cache.write_json(self._target("metrics.json"), self.metrics)
 
 
 def load_metrics(notebook: str, profile: str = "quick") -> dict:
     """Read ``reports/<notebook>/<profile>/metrics.json`` ({} if absent)."""
-    path = config.reports_dir(notebook, profile) / "metrics.json"
+    path = config.written_dir(config.reports_dir(notebook, profile)) / "metrics.json"
     return json.loads(path.read_text()) if path.exists() else {}
 
 

@@ -94,7 +94,7 @@ def _protocol_for(key: str, key_protocols: dict) -> Optional[dict]:
 
 def meta(notebook: str, profile: str) -> dict:
     """The ``meta.json`` of a notebook's report ({} if absent)."""
-    path = config.reports_dir(notebook, profile) / "meta.json"
+    path = config.written_dir(config.reports_dir(notebook, profile)) / "meta.json"
     return json.loads(path.read_text()) if path.exists() else {}
 
 
@@ -280,7 +280,7 @@ def cross_paper(profile: str = "quick") -> dict:
     """
     import pandas as pd
 
-    folder = config.reports_dir(CROSS_PAPER, profile)
+    folder = config.written_dir(config.reports_dir(CROSS_PAPER, profile))
     out: dict = {"rankings": {}, "results": {}, "figures": {}, "meta": {}}
     if not (folder / "metrics.json").exists():
         out["meta"]["missing"] = (f"{folder} has no report: run `python -m hashstudy.regenerate "
