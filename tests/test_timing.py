@@ -92,4 +92,19 @@ def test_report_records_its_own_steps_and_cache_traffic(tmp_path, monkeypatch):
     assert steps["other"] >= 0
     assert sum(steps.values()) <= meta["wall_time_s"] + 0.2
     assert meta["cache"] == {"cache_hits": 0, "cache_misses": 1}
+    assert meta["trainings_loaded"] == {} and meta["trainings_loaded_seconds"] == 0
     assert meta["threads"] >= 1
+
+
+def test_report_lists_the_trainings_it_loaded_from_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("HASHSTUDY_REPORTS", str(tmp_path))
+    timing.reset()
+    timing.loaded_training("before-the-report", 99.0)  # another report's load: not counted
+    report = Report("00_test", "smoke")
+    timing.loaded_training("net-a", 120.04)
+    timing.loaded_training("net-b", 30.0)
+    timing.loaded_training("old-file", None)  # weights saved before the time was recorded
+    report.save()
+    meta = json.loads((report.dir / "meta.json").read_text())
+    assert meta["trainings_loaded"] == {"net-a": 120.0, "net-b": 30.0, "old-file": None}
+    assert meta["trainings_loaded_seconds"] == 150.0

@@ -175,6 +175,38 @@ def test_interruption_in_on_epoch_end_repeats_only_that_epoch():
     assert all(a.equal(b) for a, b in zip(ref.parameters(), model.parameters()))
 
 
+def test_train_seconds_count_every_run_of_a_resumed_training():
+    """A training resumed from its checkpoints reports the time of all its runs, and a later
+    load from the cache hands that figure to the report (timing.trainings_loaded)."""
+    import time
+
+    from hashstudy import timing
+
+    x, y = _problem(64)
+
+    def train(model, stop=None):
+        def hook(e, m):
+            time.sleep(0.25)  # each epoch takes at least a quarter of a second
+            if e == stop:
+                raise _Interrupt
+
+        return training.fit(model, (x, y), _ce, epochs=4, batch_size=32, seed=5,
+                            progress=False, on_epoch_end=hook)
+
+    with pytest.raises(_Interrupt):
+        training.cached_model("toy-secs", {}, _build, lambda m: train(m, stop=2))  # 2 saved
+    t0 = time.perf_counter()
+    _, info, loaded = training.cached_model("toy-secs", {}, _build, train)
+    last_run = time.perf_counter() - t0  # epochs 3 and 4 only
+    assert not loaded and last_run < 0.25 * 3
+    assert info["train_seconds"] >= 0.25 * 4  # the two saved epochs count too
+    timing.reset()
+    _, again, loaded = training.cached_model("toy-secs", {}, _build, train)
+    assert loaded and again["train_seconds"] == info["train_seconds"]
+    (stem,) = timing.trainings_loaded()
+    assert stem.startswith("toy-secs-") and timing.trainings_loaded()[stem] == info["train_seconds"]
+
+
 def test_a_finished_fit_restores_its_state_without_training(tmp_path):
     x, y = _problem(64)
     path = tmp_path / "one.ckpt"

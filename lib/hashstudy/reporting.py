@@ -95,6 +95,7 @@ class Report:
                            "protocols": {}, "parameters": {}, "sources": {}, "skipped": {}}
         self._t0 = time.time()
         self._steps0, self._counts0 = timing.totals(), timing.counts()
+        self._loaded0 = set(timing.trainings_loaded())
 
     # -- numbers -----------------------------------------------------------
     def add(self, key: str, value) -> None:
@@ -193,6 +194,13 @@ class Report:
         steps["other"] = round(max(0.0, self.meta["wall_time_s"] - sum(steps.values())), 1)
         self.meta["step_seconds"] = steps
         self.meta["cache"] = {k: v - self._counts0.get(k, 0) for k, v in timing.counts().items()}
+        # trainings this run loaded from the cache, with what they took when they ran (in an
+        # earlier run, or in earlier sessions of a resumed one): wall_time_s plus their sum is
+        # what the report cost from an empty model cache (cached features and graphs aside)
+        loaded = {k: (None if v is None else round(v, 1))
+                  for k, v in sorted(timing.trainings_loaded().items()) if k not in self._loaded0}
+        self.meta["trainings_loaded"] = loaded
+        self.meta["trainings_loaded_seconds"] = round(sum(v for v in loaded.values() if v), 1)
         threads = getattr(torch, "get_num_threads", None)  # torch's intra-op threads
         self.meta["threads"] = threads() if callable(threads) else None
         self.meta["versions"] = {"python": platform.python_version(), "numpy": numpy.__version__,

@@ -19,7 +19,10 @@ them into ``reports/regeneration/<profile>/``).
 
 Cache traffic is counted too (:func:`count`): ``cache_hits`` and
 ``cache_misses`` of :func:`hashstudy.cache.cached_arrays` and of the trained
-models tell a cold run from a warm one.
+models tell a cold run from a warm one. A trained model loaded from the cache
+also brings the seconds its training took when it was trained
+(:func:`loaded_training`), so a report whose trainings ran in earlier,
+interrupted runs still says what they cost (``meta.json["trainings_loaded"]``).
 
 >>> from hashstudy import timing
 >>> timing.reset()
@@ -43,6 +46,7 @@ STEPS = ("decode", "features", "graphs", "training", "evaluation")
 _lock = threading.Lock()
 _totals: dict[str, float] = defaultdict(float)
 _counts: Counter = Counter()
+_loaded: dict[str, float] = {}  # cached model file -> seconds its training took
 _local = threading.local()
 
 F = TypeVar("F", bound=Callable)
@@ -102,6 +106,20 @@ def count(name: str, n: int = 1) -> None:
         _counts[name] += n
 
 
+def loaded_training(name: str, seconds) -> None:
+    """Record that the trained model ``name`` came from the cache, and what its training took
+    when it was trained (``None`` when its file predates that record)."""
+    with _lock:
+        _loaded[name] = None if seconds is None else float(seconds)
+
+
+def trainings_loaded() -> dict[str, float]:
+    """``{model file: training seconds}`` of every trained model loaded from the cache so far
+    in this process (:func:`loaded_training`)."""
+    with _lock:
+        return dict(_loaded)
+
+
 def totals() -> dict[str, float]:
     """Seconds per step so far in this process (steps never entered are absent).
 
@@ -127,6 +145,7 @@ def reset() -> None:
     with _lock:
         _totals.clear()
         _counts.clear()
+        _loaded.clear()
     now = time.perf_counter()
     for entry in _stack():
         entry[1] = now

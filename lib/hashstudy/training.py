@@ -424,9 +424,11 @@ def cached_model(name: str, key_parts: dict, build: Callable[[], nn.Module],
     model, info, loaded : nn.Module in eval mode on ``device``, dict, bool (True if from cache)
         ``info["train_seconds"]`` is the wall time ``train`` took when the
         weights were trained (unless ``train`` returned that key itself; a
-        returned :class:`History` is saved as its dict), so a
-        load from the cache still reports how long training took; files
-        written before this key existed lack it.
+        returned :class:`History` is saved as its dict), over every run of a
+        training resumed from its checkpoints (the history's ``seconds``, when
+        ``train`` returns one, counts them all), so a load from the cache still
+        reports how long training took (and :func:`hashstudy.timing.loaded_training`
+        records it for the report); files written before this key existed lack it.
     """
     import json
 
@@ -448,7 +450,10 @@ def cached_model(name: str, key_parts: dict, build: Callable[[], nn.Module],
                 model.to(dev)
                 model.eval()
                 timing.count("cache_hits")
-                return model, json.loads(blob["info"]), True
+                info = json.loads(blob["info"])
+                timing.loaded_training(path.stem, info.get("train_seconds")
+                                       if isinstance(info, dict) else None)
+                return model, info, True
             except Exception as exc:  # damaged or incompatible file: retrain
                 print(f"cached weights {path.name} unusable ({exc}); retraining")
                 path.unlink(missing_ok=True)
@@ -463,7 +468,14 @@ def cached_model(name: str, key_parts: dict, build: Callable[[], nn.Module],
         if isinstance(info, History):
             info = _plain(info)
         if isinstance(info, dict) and "train_seconds" not in info:
-            info = {**info, "train_seconds": time.perf_counter() - t0}
+            seconds = time.perf_counter() - t0
+            # a training resumed from its checkpoints ran over several processes: the epoch
+            # loop's own "seconds" (History, summed over every run it was resumed in) is then
+            # the longer and the true figure
+            earlier = info.get("seconds")
+            if isinstance(earlier, (int, float)) and not isinstance(earlier, bool):
+                seconds = max(seconds, float(earlier))
+            info = {**info, "train_seconds": seconds}
         info = json.loads(json.dumps(info, default=_plain))
         model.to(dev)
         model.eval()
