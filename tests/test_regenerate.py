@@ -479,9 +479,16 @@ SLOW = """
 import pathlib, time
 import pandas as pd
 from hashstudy.reporting import Report
+import numpy as np
 Report("12_slow", profile).table("partial", pd.DataFrame({{"x": [1]}}))
 pathlib.Path({flag!r}).write_text("started")
-time.sleep(300)
+t0 = time.time()
+try:
+    while time.time() - t0 < 300:  # busy, as a training is
+        np.linalg.svd(np.random.default_rng(0).random((300, 300)))
+except KeyboardInterrupt:
+    time.sleep(3)  # slow to stop, as a training that saves a checkpoint first
+    raise
 """
 
 DRIVER = """
@@ -503,12 +510,18 @@ def _wait_for(path, proc, seconds=120):
         time.sleep(0.2)
 
 
-@pytest.mark.parametrize("command", ["regenerate", "scale"])
-def test_sigterm_interrupts_cleanly_and_leaves_no_partial_report(tmp_path, command):
+@pytest.mark.parametrize("command, how", [("regenerate", "once"), ("scale", "once"),
+                                          ("regenerate", "twice"), ("regenerate", "timeout")])
+def test_sigterm_interrupts_cleanly_and_leaves_no_partial_report(tmp_path, command, how):
     """``kill PID`` (SIGTERM) of the report command, or of ``python -m hashstudy.scale`` in front
     of it, stops the running notebook and its kernel and removes the unfinished notebook, as
     Ctrl-C does: exit status 130, no ``.running.ipynb``, no table of the unfinished run, the
-    previous report untouched, no kernel left running."""
+    previous report untouched, no kernel left running. A second SIGTERM while the command
+    waits for its notebook to stop (``how="twice"``) does not cut that clean-up short; nor
+    does signalling as ``timeout`` does (``how="timeout"``: SIGTERM to the command, then to
+    its whole process group, papermill and the kernel included)."""
+    import time
+
     import os
     import signal
     import subprocess
@@ -542,6 +555,11 @@ def test_sigterm_interrupts_cleanly_and_leaves_no_partial_report(tmp_path, comma
     try:
         _wait_for(flag, proc)
         proc.send_signal(signal.SIGTERM)
+        if how == "twice":  # the notebook takes 3 s to stop: the command is still waiting
+            time.sleep(1)
+            proc.send_signal(signal.SIGTERM)
+        elif how == "timeout":
+            os.killpg(proc.pid, signal.SIGTERM)  # the driver leads its own session
         out, _ = proc.communicate(timeout=90)
     finally:
         if proc.poll() is None:

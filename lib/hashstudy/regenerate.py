@@ -863,23 +863,43 @@ def regenerate(profile: str = "quick", jobs: int = 2, only: Optional[list[str]] 
             if outcomes[-1].status in ("ran", "up to date") and not run:
                 publish_summary(profile, output_dir(nb, profile, run) / f"{nb.stem}.ipynb", echo)
     except KeyboardInterrupt:
-        for nb, (proc, *_rest) in list(running.items()):
-            proc.send_signal(signal.SIGINT)
-        for nb, (proc, tmp, log, t0, _key) in list(running.items()):
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            log.close()
-            tmp.unlink(missing_ok=True)
-            shutil.rmtree(staging_dir(nb, profile, run), ignore_errors=True)
-            outcomes.append(Outcome(nb.stem, "interrupted", time.time() - t0))
-        running.clear()
-        echo("interrupted: finished reports are intact; unfinished notebooks left no files "
-             "and their previous reports as they were")
+        # a second Ctrl-C or SIGTERM must not cut the clean-up short: `timeout` sends SIGTERM
+        # to its command and then to the command's whole process group, a user presses twice
+        with _signals_held():
+            for nb, (proc, *_rest) in list(running.items()):
+                proc.send_signal(signal.SIGINT)
+            for nb, (proc, tmp, log, t0, _key) in list(running.items()):
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                log.close()
+                tmp.unlink(missing_ok=True)
+                shutil.rmtree(staging_dir(nb, profile, run), ignore_errors=True)
+                outcomes.append(Outcome(nb.stem, "interrupted", time.time() - t0))
+            running.clear()
+            echo("interrupted: finished reports are intact; unfinished notebooks left no files "
+                 "and their previous reports as they were")
         raise
     return outcomes
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """Ignore Ctrl-C (SIGINT) and SIGTERM within the block, then restore their handlers.
+
+    Outside the main thread, where handlers cannot be set, nothing changes."""
+    held = (signal.SIGINT, signal.SIGTERM)
+    try:
+        previous = {s: signal.signal(s, signal.SIG_IGN) for s in held}
+    except ValueError:  # not the main thread
+        previous = {}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def summary_page(profile: str) -> Path:
