@@ -519,6 +519,37 @@ def test_largest_reads_a_scale_run_after_the_profile_and_only_where_it_holds_the
     assert frame.loc["a", "verdict"] == "not reproduced" and frame.loc["a", "profile"] == "paper"
 
 
+def test_a_run_closer_to_the_paper_decides_before_its_profiles_report(papers, monkeypatch):
+    """A scale run marked ``closer_than_report`` (the paper's setting, e.g. fine-tuning, at a
+    small profile's sizes) decides the claims whose keys it holds before the profile's own
+    report; the others fall back to that report; a larger profile's report still comes first."""
+    from hashstudy import scale
+
+    run = scale.ScaleRun(notebook="04_ddh", run="tuned", profile="quick", closer_than_report=True)
+    monkeypatch.setattr(scale, "SCALE_RUNS", (run,))
+    lg = ledger(row(id="a", rule="at_least", keys="x/acc", value="0.8", tol="0"),
+                row(id="b", rule="at_least", keys="z/acc", value="0.8", tol="0"))
+    write_report("04_ddh", {"x/acc": 0.7, "z/acc": 0.9})
+    frame = claims.evaluate("quick", lg, largest=True).set_index("id")
+    assert frame.loc["a", "profile"] == "quick"  # no run report yet: the quick report decides
+    folder = scale.report_folder(run)
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps({"x/acc": 0.85}))
+    frame = claims.evaluate("quick", lg, largest=True).set_index("id")
+    assert frame.loc["a", "verdict"] == "reproduced" and frame.loc["a", "profile"] == \
+        "quick (run tuned)"
+    assert frame.loc["b", "verdict"] == "reproduced" and frame.loc["b", "profile"] == "quick"
+    # without the mark the same run would come after the quick report, and never decide here
+    monkeypatch.setattr(scale, "SCALE_RUNS", (scale.ScaleRun(notebook="04_ddh", run="tuned",
+                                                             profile="quick"),))
+    frame = claims.evaluate("quick", lg, largest=True).set_index("id")
+    assert frame.loc["a", "verdict"] == "not reproduced" and frame.loc["a", "profile"] == "quick"
+    monkeypatch.setattr(scale, "SCALE_RUNS", (run,))
+    write_report("04_ddh", {"x/acc": 0.5}, profile="paper")  # the paper profile, when run, wins
+    frame = claims.evaluate("quick", lg, largest=True).set_index("id")
+    assert frame.loc["a", "verdict"] == "not reproduced" and frame.loc["a", "profile"] == "paper"
+
+
 def test_scale_runs_name_real_notebook_parameters():
     """Every scale run's parameters pass regenerate's checks (a typo would fail only hours in)."""
     from hashstudy import regenerate, scale
@@ -550,6 +581,7 @@ def test_scale_run_reports_are_committed_and_ablation_runs_are_not():
         assert not ignored(f"{folder}/metrics.json"), folder
         assert ignored(f"{folder}/.{r.notebook}.running.ipynb"), folder
         assert ignored(f"{folder}/.{r.notebook}.log"), folder
+        assert ignored(f"{folder}/.staging/metrics.json"), folder  # a run still going
         assert ignored(f"reports/{r.notebook}/runs/{r.run}/smoke/metrics.json"), folder
     assert ignored("reports/04_ddh/runs/k1_5/quick/metrics.json")
     assert ignored("reports/04_ddh/runs/some-ablation/paper/metrics.json")

@@ -802,7 +802,9 @@ def _largest(row, contexts: dict, run_contexts: dict, folders: Optional[dict]):
 
     Candidates, largest profile first: the profile's own report of the claim's
     notebook, then its scale runs (:data:`hashstudy.scale.SCALE_RUNS`: a named
-    run of part of the profile). The first candidate that exists and holds the
+    run of part of the profile); a run ``closer_than_report`` (it follows the
+    paper's setting more closely, e.g. fine-tunes where the report does not) comes
+    before the profile's report. The first candidate that exists and holds the
     claim's evidence (its verdict is not "not tested") decides; when none does,
     the largest existing one speaks (and says what it lacks).
     """
@@ -813,13 +815,15 @@ def _largest(row, contexts: dict, run_contexts: dict, folders: Optional[dict]):
     for p in sorted(contexts, key=_profile_rank, reverse=True):
         if _profile_rank(p) < _profile_rank(row["profile"]):
             continue
-        candidates = [(p, contexts[p])]
+        closer, after = [], []  # the profile's scale runs, either side of its own report
         if not folders or nb not in folders:
             for run in scale.runs_for(nb, p):
                 key = (nb, run.run, p)
                 if key not in run_contexts:
                     run_contexts[key] = _Context(p, {nb: scale.report_folder(run)})
-                candidates.append((run.label, run_contexts[key]))
+                (closer if run.closer_than_report else after).append((run.label,
+                                                                      run_contexts[key]))
+        candidates = closer + [(p, contexts[p])] + after
         for label, ctx in candidates:
             if ctx.report(nb)[0] is None:
                 continue
