@@ -207,6 +207,30 @@ def test_train_seconds_count_every_run_of_a_resumed_training():
     assert stem.startswith("toy-secs-") and timing.trainings_loaded()[stem] == info["train_seconds"]
 
 
+def test_in_progress_lists_interrupted_trainings_until_they_finish():
+    from hashstudy import config, scale
+
+    x, y = _problem(64)
+    assert training.in_progress() == []
+    calls = []
+    with pytest.raises(_Interrupt):  # stage 1 (3 epochs) done, stage 2 stopped in its 2nd epoch
+        training.cached_model("toy-prog", {"n": 64}, _build,
+                              _staged_training(x, y, calls, stop_at=3 * 4 + 4 + 2))
+    (row,) = training.in_progress()
+    assert row["model"].startswith("toy-prog-") and (row["fit"], row["epoch"], row["epochs"]) == \
+        (2, 1, 2)
+    assert row["seconds"] > 0 and row["seconds_per_epoch"] > 0
+    text = scale.progress_text()
+    assert f"{row['model']}  fit 2: epoch 1/2" in text
+    (config.cache_dir("models") / "broken-net.fit1.ckpt").write_bytes(b"not a checkpoint")
+    assert {r["model"]: r["epoch"] for r in training.in_progress()}["broken-net"] is None
+    assert "broken-net  fit 1: checkpoint unreadable" in scale.progress_text()
+    (config.cache_dir("models") / "broken-net.fit1.ckpt").unlink()
+    training.cached_model("toy-prog", {"n": 64}, _build, _staged_training(x, y, []))
+    assert training.in_progress() == []  # finished: its checkpoints are gone
+    assert "none" in scale.progress_text()
+
+
 def test_a_finished_fit_restores_its_state_without_training(tmp_path):
     x, y = _problem(64)
     path = tmp_path / "one.ckpt"

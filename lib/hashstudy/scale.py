@@ -24,7 +24,7 @@ the profile's own report and before any smaller profile
 
 Usage::
 
-    python -m hashstudy.scale                    # list the runs and whether their reports exist
+    python -m hashstudy.scale                    # list the runs, their reports, trainings in progress
     python -m hashstudy.scale 05_dsth_tcyb2018   # run (or resume) one; same as its regenerate line
 
 A run interrupted part-way resumes from its per-epoch checkpoints when the
@@ -41,7 +41,8 @@ from pathlib import Path
 
 from . import config
 
-__all__ = ["ScaleRun", "SCALE_RUNS", "runs_for", "report_folder", "command", "main"]
+__all__ = ["ScaleRun", "SCALE_RUNS", "runs_for", "report_folder", "command", "progress_text",
+           "main"]
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,33 @@ def command(run: ScaleRun) -> list[str]:
     return args
 
 
+def progress_text(rows=None) -> str:
+    """The trainings checkpointed in the cache and not finished
+    (:func:`hashstudy.training.in_progress`), a line each: where each stands and, at the
+    pace of its latest epochs, how long its current fit needs. The command that started a
+    training resumes it."""
+    import time
+
+    if rows is None:
+        from . import training
+
+        rows = training.in_progress()
+    if not rows:
+        return "trainings in progress: none (no checkpoint in the cache)"
+    lines = ["trainings in progress (checkpoints in the cache; the command that started each "
+             "resumes it):"]
+    for r in rows:
+        saved = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["saved"]))
+        if r["epoch"] is None:
+            lines.append(f"  {r['model']}  fit {r['fit']}: checkpoint unreadable (saved {saved})")
+            continue
+        left = (r["epochs"] - r["epoch"]) * (r["seconds_per_epoch"] or 0)
+        lines.append(f"  {r['model']}  fit {r['fit']}: epoch {r['epoch']}/{r['epochs']}, "
+                     f"{r['seconds'] / 60:.0f} min trained, {r['seconds_per_epoch']:.0f} s per "
+                     f"epoch, about {left / 60:.0f} min left in this fit (saved {saved})")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hashstudy.scale",
                                      description="Paper-scale runs that fit this machine.")
@@ -133,6 +161,7 @@ def main(argv=None) -> int:
             there = (report_folder(r) / "metrics.json").exists()
             print(f"{r.notebook}  {r.label}  report {'present' if there else 'missing'}\n"
                   f"    python -m hashstudy.regenerate {shlex.join(command(r))}\n    {r.why}")
+        print(progress_text())
         return 0
     unknown = [nb for nb in args.notebooks if nb not in known]
     if unknown:

@@ -52,7 +52,7 @@ from torch import nn
 from . import cache, config, timing
 
 __all__ = ["set_threads", "seed_everything", "default_device", "fit", "History", "predict",
-           "cached_model", "OPTIMIZERS", "SCHEDULES", "DEVICES"]
+           "cached_model", "in_progress", "OPTIMIZERS", "SCHEDULES", "DEVICES"]
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "linear", "cosine", "step")
@@ -335,6 +335,46 @@ def _save_checkpoint(path: Path, meta: dict, epoch: int, model: nn.Module, opt, 
             "rng": _rng_states(gen, dev)}
     with cache.atomic_path(path) as tmp:
         torch.save(blob, tmp)
+
+
+_CKPT_NAME = re.compile(r"^(?P<model>.+)\.fit(?P<fit>[0-9]+)\.ckpt$")
+
+
+def in_progress(folder: Optional[Path] = None) -> list[dict]:
+    """The trainings that :func:`cached_model` has checkpointed but not finished.
+
+    One dict per model file, from the checkpoints in ``folder`` (default: the cache's
+    ``models/``): ``model`` (the weights' file name, without ``.pt``), ``fit`` (how many
+    ``fit`` calls of its training have started; a training may run several, e.g. one per
+    learning rate), ``epoch`` and ``epochs`` of its latest one, ``seconds`` (trained so far,
+    over all its fits and all the runs it was resumed in), ``seconds_per_epoch`` (of the
+    latest fit) and ``saved`` (when its latest checkpoint was written, a UNIX time). A
+    damaged checkpoint is listed with ``epoch`` None. Sorted by ``saved``, latest first.
+    """
+    folder = Path(folder) if folder is not None else config.cache_dir("models")
+    groups: dict = {}
+    for path in folder.glob("*.fit*.ckpt"):
+        m = _CKPT_NAME.match(path.name)
+        if m:
+            groups.setdefault(m["model"], []).append((int(m["fit"]), path))
+    rows = []
+    for model, fits in groups.items():
+        fits.sort()
+        seconds, last = 0.0, None
+        for n, path in fits:
+            try:
+                blob = torch.load(path, map_location="cpu", weights_only=False)
+                seconds += float(blob["history"]["seconds"])
+                last = (n, path, int(blob["epoch"]), int(blob["meta"]["epochs"]),
+                        float(blob["history"]["seconds"]))
+            except Exception:  # damaged, or written by another version: say so, go on
+                last = (n, path, None, None, None)
+        n, path, epoch, epochs, phase_seconds = last
+        rows.append({"model": model, "fit": n, "epoch": epoch, "epochs": epochs,
+                     "seconds": seconds,
+                     "seconds_per_epoch": phase_seconds / epoch if epoch else None,
+                     "saved": path.stat().st_mtime})
+    return sorted(rows, key=lambda r: -r["saved"])
 
 
 def _restore(path: Path, meta: dict, model: nn.Module, opt, sched, gen: torch.Generator,
