@@ -217,7 +217,7 @@ def test_code_cells_strings_shell_escapes_and_fstrings():
         "`python -m hashstudy.regenerate --only 04_ddh -p supervised True --run s`''')\n"
         "name = '04_ddh'\n"
         "print(f'python -m hashstudy.regenerate --only {name} -p k1 5 --run k')\n"
-        "!python -m hashstudy.regenerate --only 04_ddh -p finetune maybe --run f\n"
+        "!python -m hashstudy.regenerate --only 04_ddh -p supervised maybe --run f\n"
     )
     found = commands_in_code(source)
     checked = {line: check_command(cmd) for line, cmd in found if _UNKNOWN not in cmd}

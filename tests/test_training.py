@@ -197,9 +197,9 @@ def test_train_seconds_count_every_run_of_a_resumed_training():
         training.cached_model("toy-secs", {}, _build, lambda m: train(m, stop=2))  # 2 saved
     t0 = time.perf_counter()
     _, info, loaded = training.cached_model("toy-secs", {}, _build, train)
-    last_run = time.perf_counter() - t0  # epochs 3 and 4 only
-    assert not loaded and last_run < 0.25 * 3
-    assert info["train_seconds"] >= 0.25 * 4  # the two saved epochs count too
+    last_run = time.perf_counter() - t0  # epochs 3 and 4 only: about half a second
+    assert not loaded
+    assert info["train_seconds"] >= max(0.25 * 4, last_run)  # the two saved epochs count too
     timing.reset()
     _, again, loaded = training.cached_model("toy-secs", {}, _build, train)
     assert loaded and again["train_seconds"] == info["train_seconds"]
