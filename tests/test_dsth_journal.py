@@ -336,6 +336,37 @@ def test_plan_derives_the_profile_values_and_refuses_bad_parameters():
         dj.plan("smoke", **{**_PLAN, "main_config": "mlp_batchnorm"})
 
 
+
+def test_sections_are_checked_and_a_run_without_some_still_closes(capsys):
+    p = dj.plan("smoke", **_PLAN)
+    assert p.sections == list(dj.SECTIONS) and all(p.runs(n) for n in dj.SECTIONS)
+    some = dj.plan("smoke", **_PLAN, sections=["without_labels", "table3"])
+    assert some.sections == ["table3", "without_labels"]  # notebook order
+    assert some.parameters(1)["sections"] == ["table3", "without_labels"]
+    assert some.runs("table3") and not some.runs("with_labels")
+    assert "section 'with_labels' skipped" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="unknown section 'table_2'.*'table2'"):
+        dj.plan("smoke", **_PLAN, sections=["table_2"])
+    with pytest.raises(TypeError, match="list of section names"):
+        dj.plan("smoke", **_PLAN, sections="table3")
+    with pytest.raises(ValueError, match="'references' compares"):
+        dj.plan("smoke", **_PLAN, sections=["references"])
+    with pytest.raises(ValueError, match="unknown section"):
+        some.runs("table4")
+    # the closing comparisons keep the rows whose sections ran and drop the others
+    d, main = "cifar10", some.main
+    metrics = {f"{d}/{b}/hash_labels/48/{m}": v for b, v in
+               (("efficientnet_lite0", 0.5), ("efficientnet_lite0_stage5", 0.4))
+               for m in ("knn_precision", "max_f@0.5", "map@1000")}
+    metrics.update({f"{d}/{main}/{c}/48/max_f@0.5": 0.3 for c in some.configs})
+    checks = dj.checks_table(metrics, some, dataset=d)
+    assert not checks.empty and checks[["value a", "value b"]].notna().any(axis=1).all()
+    assert not checks["comparison"].str.startswith("Table II:").any()  # table2 did not run
+    assert checks["comparison"].str.startswith("hash labels").sum() == 3
+    assert len(dj.checks_table({**metrics, f"{d}/classification/{main}/accuracy": 0.7,
+                                f"{d}/classification/efficientnet_lite0_stage5/accuracy": 0.6},
+                               some, dataset=d)) == len(checks) + 1
+
 def test_paper_differences_summarise_ours_minus_the_papers():
     import pandas as pd
 

@@ -118,7 +118,7 @@ __all__ = [
     "classification_accuracy", "wide_table",
     "toy_label_stage", "toy_slice_groups",
     "can_finetune", "setting_maps", "finetuned_backbone", "finetuned_backbone_features",
-    "NOTEBOOK", "PROFILE_SIZES", "BACKBONE_NAMES", "LABEL_FEATURES", "Plan", "plan", "load_for_report", "table_ii",
+    "NOTEBOOK", "PROFILE_SIZES", "BACKBONE_NAMES", "LABEL_FEATURES", "SECTIONS", "Plan", "plan", "load_for_report", "table_ii",
     "hash_label_tables", "table_iii", "without_labels", "pixel_baselines", "with_labels",
     "FIT_COLUMNS", "references", "other_datasets", "checks_table", "WHY_THEY_DIFFER",
     "PAPER_NOTES", "paper_differences", "paper_vs_ours", "write_summary",
@@ -1814,6 +1814,17 @@ BACKBONE_NAMES = {"efficientnet_lite0": "Lite0 (GoogLeNet's role)",
 #: logits of a two-layer head trained on frozen features (:func:`finetuned_features`).
 LABEL_FEATURES = ("finetuned_backbone", "feature_head")
 
+#: The notebook's sections that train networks, in notebook order; the ``sections``
+#: parameter runs a subset (the hash labels of section 3 and the closing sections always
+#: run). ``table2``: Table II's classifiers (section 2); ``table3``: the component analysis
+#: (section 4); ``without_labels``: the code-length sweep and the baselines on features and
+#: pixels (section 5); ``with_labels``: Table IV, Fig. 8 (section 6); ``references``: the
+#: held-out label fit and the references (section 6b); ``other_datasets``: CIFAR-100 and
+#: STL-10 (section 7). A paper-scale run that must fit one sitting on two cores keeps the
+#: sections its claims are decided on (:mod:`hashstudy.scale`); a claim whose numbers a run
+#: leaves out is then decided by the next report the ledger reads.
+SECTIONS = ("table2", "table3", "without_labels", "with_labels", "references", "other_datasets")
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -1851,6 +1862,16 @@ class Plan:
     vote_k: int
     size: dict = field(repr=False)
     label_features: str = "finetuned_backbone"
+    sections: list = field(default_factory=lambda: list(SECTIONS))
+
+    def runs(self, section: str) -> bool:
+        """Whether ``section`` (one of :data:`SECTIONS`) is in this run; prints why not."""
+        config.check_choice("section", section, SECTIONS)
+        if section in self.sections:
+            return True
+        print(f"section '{section}' skipped: not in sections={self.sections} (its metrics stay "
+              f"absent from this report)")
+        return False
 
     @property
     def label_source(self) -> str:
@@ -1922,14 +1943,15 @@ class Plan:
                     sweep_bits=self.sweep_bits, label_bits=self.label_bits,
                     unsupervised=self.unsupervised, supervised=self.supervised,
                     extra_datasets=self.extra_datasets, input_size=self.input_size,
-                    label_features=self.label_features, sizes=self.size, threads=threads)
+                    label_features=self.label_features, sections=self.sections,
+                    sizes=self.size, threads=threads)
 
 
 def plan(profile: str, *, seed: int, backbones, configs, main_config: str, k: int, hidden: int,
          hidden_activation: str, lrs, momentum: float, weight_decay: float, batch_size: int,
          bits, stl10_bits, sweep_bits, unsupervised, supervised, extra_datasets,
          input_size: int, fit_bits, heldout: float, vote_k: int,
-         label_features: str = "finetuned_backbone") -> Plan:
+         label_features: str = "finetuned_backbone", sections=SECTIONS) -> Plan:
     """Check notebook 05's parameters and derive the rest from them and the profile.
 
     Raises ``ValueError`` (or ``TypeError``) naming the parameter at fault.
@@ -1968,6 +1990,14 @@ def plan(profile: str, *, seed: int, backbones, configs, main_config: str, k: in
         config.check_choice("supervised baseline", m, ["cnnh", *sorted(shallow.SUPERVISED)])
     for d in extra_datasets:
         config.check_choice("extra dataset", d, ["cifar100-coarse", "cifar100", "stl10"])
+    if isinstance(sections, str):
+        raise TypeError(f"sections is a list of section names from {list(SECTIONS)}, "
+                        f"got the string {sections!r}")
+    for name in sections:
+        config.check_choice("section", name, SECTIONS)
+    if "references" in sections and "table3" not in sections:
+        raise ValueError("sections: 'references' compares with the main configuration's "
+                         "network of 'table3'; add 'table3' or leave 'references' out")
     return Plan(profile=profile, seed=seed, backbones=list(backbones), configs=list(configs),
                 main_config=main_config, k=k, hidden=hidden, hidden_activation=hidden_activation,
                 lrs=list(lrs), momentum=momentum, weight_decay=weight_decay,
@@ -1975,7 +2005,8 @@ def plan(profile: str, *, seed: int, backbones, configs, main_config: str, k: in
                 label_bits=label_bits, fit_bits=fit_bits, unsupervised=list(unsupervised),
                 supervised=list(supervised), extra_datasets=list(extra_datasets),
                 input_size=size["input_size"] or input_size, heldout=heldout, vote_k=vote_k,
-                size=size, label_features=label_features)
+                size=size, label_features=label_features,
+                sections=[n for n in SECTIONS if n in sections])
 
 
 def _add_long(report, table, prefix: str) -> None:
@@ -2375,7 +2406,8 @@ def checks_table(metrics: Mapping[str, float], plan: Plan, dataset: str = "cifar
     the weaker backbone on Table II and on the hash labels themselves, the
     spread between the configurations (ours and the paper's), SimpleNet
     against the two references of section 6b, and the two readings of
-    ``h(*)`` in eq. 15.
+    ``h(*)`` in eq. 15. A value whose section did not run (``sections``) is NaN; a row
+    with neither value is left out.
 
     Returns
     -------
@@ -2393,11 +2425,14 @@ def checks_table(metrics: Mapping[str, float], plan: Plan, dataset: str = "cifar
         rows.append({"comparison": what, "a": a, "value a": value_a, "b": b,
                      "value b": value_b, "a - b": value_a - value_b})
 
+    def get(key):
+        return metrics.get(key, np.nan)
+
     def f05(name, nb=bits):
-        return metrics[f"{d}/{main}/{name}/{nb}/max_f@0.5"]
+        return get(f"{d}/{main}/{name}/{nb}/max_f@0.5")
 
     def fit(name, nb=bits, part="heldout"):
-        return metrics[f"{d}/{main}/{name}/{nb}/label_fit/{part}"]
+        return get(f"{d}/{main}/{name}/{nb}/label_fit/{part}")
 
     def spread(values, backbone, nb):  # NaN where a value is missing
         f = [values.get(f"{d}/{backbone}/{c}/{nb}/max_f@0.5", np.nan) for c in plan.configs]
@@ -2405,12 +2440,12 @@ def checks_table(metrics: Mapping[str, float], plan: Plan, dataset: str = "cifar
 
     if len(plan.backbones) >= 2:
         s, w = plan.backbones[:2]
-        row("Table II: classification accuracy", s, metrics[f"{d}/classification/{s}/accuracy"],
-            w, metrics[f"{d}/classification/{w}/accuracy"])
+        row("Table II: classification accuracy", s, get(f"{d}/classification/{s}/accuracy"),
+            w, get(f"{d}/classification/{w}/accuracy"))
         for name, what in (("knn_precision", "kNN precision"), ("max_f@0.5", "max F (beta 0.5)"),
                            ("map@1000", "mAP@1000")):
-            row(f"hash labels, {bits} bits: {what}", s, metrics[f"{d}/{s}/hash_labels/{bits}/{name}"],
-                w, metrics[f"{d}/{w}/hash_labels/{bits}/{name}"])
+            row(f"hash labels, {bits} bits: {what}", s, get(f"{d}/{s}/hash_labels/{bits}/{name}"),
+                w, get(f"{d}/{w}/hash_labels/{bits}/{name}"))
     row(f"Table III, {bits} bits: spread of max F over the configurations",
         f"ours ({main})", spread(metrics, main, bits), "paper (GoogLeNet)",
         spread(paper, "efficientnet_lite0", 48))
@@ -2431,7 +2466,8 @@ def checks_table(metrics: Mapping[str, float], plan: Plan, dataset: str = "cifar
         float(np.mean([f05(f"{c}{tag}_on_features") for c in plan.configs])))
     row(f"class-tuned labels, {bits} bits: max F (beta 0.5)", f"SimpleNet {cfg}",
         f05(f"{cfg}_labels"), "kNN label copy", f05("knn_copy_labels"))
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    return table[table[["value a", "value b"]].notna().any(axis=1)].reset_index(drop=True)
 
 
 #: Why our numbers differ from the paper's (``paper_vs_ours.md``); ``{n_train}``,
