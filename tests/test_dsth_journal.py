@@ -353,6 +353,12 @@ def test_sections_are_checked_and_a_run_without_some_still_closes(capsys):
         dj.plan("smoke", **_PLAN, sections=["references"])
     with pytest.raises(ValueError, match="unknown section"):
         some.runs("table4")
+    # STH's training subsample: the profile's unless set
+    assert p.baseline_params == {"sth": {"max_train": dj.PROFILE_SIZES["smoke"]["sth_train"]}}
+    assert dj.plan("quick", **_PLAN).baseline_params == {"sth": {"max_train": 2000}}
+    assert dj.plan("quick", **_PLAN, sth_train=500).baseline_params == {"sth": {"max_train": 500}}
+    with pytest.raises(ValueError, match="sth_train"):
+        dj.plan("smoke", **_PLAN, sth_train=-1)
     # the closing comparisons keep the rows whose sections ran and drop the others
     d, main = "cifar10", some.main
     metrics = {f"{d}/{b}/hash_labels/48/{m}": v for b, v in

@@ -1863,6 +1863,7 @@ class Plan:
     size: dict = field(repr=False)
     label_features: str = "finetuned_backbone"
     sections: list = field(default_factory=lambda: list(SECTIONS))
+    sth_train: int = 0  # STH's training subsample; 0: the profile's ``sth_train``
 
     def runs(self, section: str) -> bool:
         """Whether ``section`` (one of :data:`SECTIONS`) is in this run; prints why not."""
@@ -1910,7 +1911,8 @@ class Plan:
 
     @property
     def baseline_params(self) -> dict:
-        return {"sth": {"max_train": self.size["sth_train"]}}
+        """STH's graph and SVMs use ``sth_train`` images (when set), else the profile's."""
+        return {"sth": {"max_train": self.sth_train or self.size["sth_train"]}}
 
     @property
     def whole_split(self) -> list:
@@ -1944,14 +1946,15 @@ class Plan:
                     unsupervised=self.unsupervised, supervised=self.supervised,
                     extra_datasets=self.extra_datasets, input_size=self.input_size,
                     label_features=self.label_features, sections=self.sections,
-                    sizes=self.size, threads=threads)
+                    sth_train=self.sth_train, sizes=self.size, threads=threads)
 
 
 def plan(profile: str, *, seed: int, backbones, configs, main_config: str, k: int, hidden: int,
          hidden_activation: str, lrs, momentum: float, weight_decay: float, batch_size: int,
          bits, stl10_bits, sweep_bits, unsupervised, supervised, extra_datasets,
          input_size: int, fit_bits, heldout: float, vote_k: int,
-         label_features: str = "finetuned_backbone", sections=SECTIONS) -> Plan:
+         label_features: str = "finetuned_backbone", sections=SECTIONS,
+         sth_train: int = 0) -> Plan:
     """Check notebook 05's parameters and derive the rest from them and the profile.
 
     Raises ``ValueError`` (or ``TypeError``) naming the parameter at fault.
@@ -1995,6 +1998,9 @@ def plan(profile: str, *, seed: int, backbones, configs, main_config: str, k: in
                         f"got the string {sections!r}")
     for name in sections:
         config.check_choice("section", name, SECTIONS)
+    if isinstance(sth_train, bool) or int(sth_train) != sth_train or sth_train < 0:
+        raise ValueError(f"sth_train is STH's number of training images (0: the profile's), "
+                         f"a non-negative integer; got {sth_train!r}")
     if "references" in sections and "table3" not in sections:
         raise ValueError("sections: 'references' compares with the main configuration's "
                          "network of 'table3'; add 'table3' or leave 'references' out")
@@ -2006,7 +2012,7 @@ def plan(profile: str, *, seed: int, backbones, configs, main_config: str, k: in
                 supervised=list(supervised), extra_datasets=list(extra_datasets),
                 input_size=size["input_size"] or input_size, heldout=heldout, vote_k=vote_k,
                 size=size, label_features=label_features,
-                sections=[n for n in SECTIONS if n in sections])
+                sections=[n for n in SECTIONS if n in sections], sth_train=int(sth_train))
 
 
 def _add_long(report, table, prefix: str) -> None:
