@@ -514,6 +514,16 @@ def test_largest_reads_a_scale_run_after_the_profile_and_only_where_it_holds_the
     assert frame.loc["a", "verdict"] == "reproduced"
     assert frame.loc["a", "profile"] == "paper (run part)"
     assert frame.loc["b", "verdict"] == "reproduced" and frame.loc["b", "profile"] == "quick"
+    # where no report holds the keys, the one that says the data is absent speaks, not the
+    # larger run that merely left the section out
+    absent = ledger(row(id="d", rule="at_least", keys="stl10/acc", value="0.8", tol="0"))
+    frame = claims.evaluate("quick", absent, largest=True).set_index("id")
+    assert frame.loc["d", "profile"] == "paper (run part)"
+    assert frame.loc["d", "reason"].startswith("Keys missing from")
+    write_report("04_ddh", {"x/acc": 0.7, "z/acc": 0.9}, skipped={"stl10": "no copy here"})
+    frame = claims.evaluate("quick", absent, largest=True).set_index("id")
+    assert frame.loc["d", "verdict"] == "not tested" and frame.loc["d", "profile"] == "quick"
+    assert frame.loc["d", "reason"].startswith("Data absent (stl10): no copy here")
     write_report("04_ddh", {"x/acc": 0.5}, profile="paper")  # the whole profile, when run, wins
     frame = claims.evaluate("quick", lg, largest=True).set_index("id")
     assert frame.loc["a", "verdict"] == "not reproduced" and frame.loc["a", "profile"] == "paper"

@@ -806,12 +806,14 @@ def _largest(row, contexts: dict, run_contexts: dict, folders: Optional[dict]):
     paper's setting more closely, e.g. fine-tunes where the report does not) comes
     before the profile's report. The first candidate that exists and holds the
     claim's evidence (its verdict is not "not tested") decides; when none does,
-    the largest existing one speaks (and says what it lacks).
+    the largest existing one that names absent data speaks (the data, not a
+    restricted run, is what is missing), else the largest existing one (and says
+    what it lacks).
     """
     from . import scale
 
     nb = row["notebook"]
-    first = None
+    first = absent = None
     for p in sorted(contexts, key=_profile_rank, reverse=True):
         if _profile_rank(p) < _profile_rank(row["profile"]):
             continue
@@ -831,8 +833,10 @@ def _largest(row, contexts: dict, run_contexts: dict, folders: Optional[dict]):
             if judged[0] != "not tested":
                 return label, ctx, judged
             first = first or (label, ctx, judged)
-    if first is not None:
-        return first
+            if absent is None and str(judged[2]).startswith("Data absent"):
+                absent = (label, ctx, judged)
+    if absent is not None or first is not None:
+        return absent or first
     return min(contexts, key=_profile_rank), contexts[min(contexts, key=_profile_rank)], None
 
 
