@@ -336,7 +336,6 @@ def test_plan_derives_the_profile_values_and_refuses_bad_parameters():
         dj.plan("smoke", **{**_PLAN, "main_config": "mlp_batchnorm"})
 
 
-
 def test_sections_are_checked_and_a_run_without_some_still_closes(capsys):
     p = dj.plan("smoke", **_PLAN)
     assert p.sections == list(dj.SECTIONS) and all(p.runs(n) for n in dj.SECTIONS)
@@ -372,6 +371,7 @@ def test_sections_are_checked_and_a_run_without_some_still_closes(capsys):
     assert len(dj.checks_table({**metrics, f"{d}/classification/{main}/accuracy": 0.7,
                                 f"{d}/classification/efficientnet_lite0_stage5/accuracy": 0.6},
                                some, dataset=d)) == len(checks) + 1
+
 
 def test_paper_differences_summarise_ours_minus_the_papers():
     import pandas as pd

@@ -835,7 +835,7 @@ def _largest(row, contexts: dict, run_contexts: dict, folders: Optional[dict]):
             first = first or (label, ctx, judged)
             if absent is None and str(judged[2]).startswith("Data absent"):
                 absent = (label, ctx, judged)
-    if absent is not None or first is not None:
+    if first is not None:  # set whenever ``absent`` is
         return absent or first
     return min(contexts, key=_profile_rank), contexts[min(contexts, key=_profile_rank)], None
 
