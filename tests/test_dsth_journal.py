@@ -1,4 +1,6 @@
 """Tests of the journal DSTH (hashstudy.dsth_journal): Table I, encoders, heads, eq. 18, paths."""
+import types
+
 import numpy as np
 import pytest
 import torch
@@ -371,6 +373,18 @@ def test_sections_are_checked_and_a_run_without_some_still_closes(capsys):
     assert len(dj.checks_table({**metrics, f"{d}/classification/{main}/accuracy": 0.7,
                                 f"{d}/classification/efficientnet_lite0_stage5/accuracy": 0.6},
                                some, dataset=d)) == len(checks) + 1
+    # the summary names a section that did not run instead of printing its number as nan
+
+    class _Report:
+        def __init__(self):
+            self.metrics, self.texts = metrics, {}
+
+        def text(self, name, body):
+            self.texts[name] = body
+
+    for plan_, expected in ((some, "with class labels not run"), (p, "with class labels nan")):
+        text = dj.write_summary(_Report(), plan_, types.SimpleNamespace(dataset=d), 1.0, 1)
+        assert expected in text and "DSTH slice_batchnorm 0.300" in text
 
 
 def test_paper_differences_summarise_ours_minus_the_papers():

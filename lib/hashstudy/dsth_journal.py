@@ -2577,8 +2577,9 @@ def write_summary(report, plan: Plan, split, seconds: float, threads: int) -> st
     """Section 10: ``summary.md``, the headline numbers, the protocol and the wall time.
 
     The headline numbers are max F (beta 0.5) at ``bits`` on ``split.dataset``:
-    DSTH with and without labels, the best unsupervised baseline on the
-    backbone features and on pixels, and the hash labels themselves.
+    DSTH with and without labels (the latter named as not run where ``plan.sections``
+    leaves it out), the best unsupervised baseline on the backbone features and on
+    pixels, and the hash labels themselves.
     """
     m, d, bits = report.metrics, split.dataset, plan.bits
     main, cfg = plan.main, plan.main_config
@@ -2587,7 +2588,8 @@ def write_summary(report, plan: Plan, split, seconds: float, threads: int) -> st
         return m.get(f"{d}/{prefix}/{method}/{bits}/max_f@0.5", float("nan"))
 
     parts = [f"DSTH {cfg} {f05(main, cfg):.3f}",
-             f"with class labels {f05(main, cfg + '_labels'):.3f}"]
+             f"with class labels {f05(main, cfg + '_labels'):.3f}" if plan.runs("with_labels")
+             else "with class labels not run (`sections` leaves out `with_labels`)"]
     for where, prefix in (("the same features", main), ("pixels", "pixels")):
         scores = {b: f05(prefix, b) for b in plan.unsupervised}
         if scores:
