@@ -98,16 +98,18 @@ SCALE_RUNS: tuple[ScaleRun, ...] = (
 SCALE_RUNS += (
     ScaleRun(
         notebook="04_ddh", run="finetune-top", profile="quick",
-        params={"finetune": "top", "bits": [16, 32, 64], "torch_threads": 2},
+        params={"finetune": "top", "bits": [16, 32, 64]},
         closer_than_report=True,
         why="the quick profile's split and epochs with DDH training Lite0's top block stage "
             "(stage 6 and the head convolution) together with its hash layer, on cached stage-4 "
             "maps, by the DDH loss alone: the CPU's version of the paper's end-to-end training, "
-            "at Table 2's code lengths (16, 32, 64 bits). On one thread an epoch of the top "
-            "stage takes about 2 min (49,000 images and the held-out scoring), and early "
-            "stopping keeps a training between 8 and 20 epochs, so torch gets both cores and "
-            "Table 4's 12, 24 and 48 bits stay at the frozen quick report, which runs in "
-            "minutes",
+            "at Table 2's code lengths (16, 32, 64 bits). An epoch of the top stage takes about "
+            "2 min on one thread (49,000 images and the held-out scoring) and early stopping "
+            "keeps a training between 8 and 20 epochs, so Table 4's 12, 24 and 48 bits stay at "
+            "the frozen quick report, which runs in minutes. Torch stays on one thread: in this "
+            "process a higher torch_threads does not hold, because numba's OpenMP pool, started "
+            "by the first parallel numba kernel (the metrics), sets the OpenMP threads it shares "
+            "with torch to the notebook's share (one of two cores)",
     ),
 )
 
