@@ -1,4 +1,5 @@
 """The claims ledger: its rules on fake reports, the real ledger, the committed verdicts."""
+import dataclasses
 import json
 import re
 
@@ -549,6 +550,16 @@ def test_a_run_closer_to_the_paper_decides_before_its_profiles_report(papers, mo
     assert frame.loc["a", "verdict"] == "reproduced" and frame.loc["a", "profile"] == \
         "quick (run tuned)"
     assert frame.loc["b", "verdict"] == "reproduced" and frame.loc["b", "profile"] == "quick"
+    # a run that names its claims decides those only, even where it holds another's keys
+    (folder / "metrics.json").write_text(json.dumps({"x/acc": 0.85, "z/acc": 0.1}))
+    monkeypatch.setattr(scale, "SCALE_RUNS", (dataclasses.replace(run, claims=("a",)),))
+    frame = claims.evaluate("quick", lg, largest=True).set_index("id")
+    assert frame.loc["a", "profile"] == "quick (run tuned)"
+    assert frame.loc["b", "verdict"] == "reproduced" and frame.loc["b", "profile"] == "quick"
+    monkeypatch.setattr(scale, "SCALE_RUNS", (run,))  # unnamed: every claim it holds
+    assert claims.evaluate("quick", lg, largest=True).set_index("id").loc["b", "verdict"] == \
+        "not reproduced"
+    (folder / "metrics.json").write_text(json.dumps({"x/acc": 0.85}))
     # without the mark the same run would come after the quick report, and never decide here
     monkeypatch.setattr(scale, "SCALE_RUNS", (scale.ScaleRun(notebook="04_ddh", run="tuned",
                                                              profile="quick"),))
@@ -569,6 +580,11 @@ def test_scale_runs_name_real_notebook_parameters():
         assert regenerate.check_params(nb, dict(r.params)) == r.params
         cmd = regenerate.parse_command(scale.command(r))
         assert (cmd.profile, cmd.run, cmd.params) == (r.profile, r.run, r.params)
+    # the claims a run names are the ledger's claims of its notebook
+    ledger_rows = claims.load()
+    notebook_of = dict(zip(ledger_rows["id"], ledger_rows["notebook"]))
+    for r in scale.SCALE_RUNS:
+        assert all(notebook_of.get(c) == r.notebook for c in r.claims), r.claims
 
 
 def test_scale_run_reports_are_committed_and_ablation_runs_are_not():

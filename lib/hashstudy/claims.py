@@ -804,7 +804,8 @@ def _largest(row, contexts: dict, run_contexts: dict, folders: Optional[dict]):
     notebook, then its scale runs (:data:`hashstudy.scale.SCALE_RUNS`: a named
     run of part of the profile); a run ``closer_than_report`` (it follows the
     paper's setting more closely, e.g. fine-tunes where the report does not) comes
-    before the profile's report. The first candidate that exists and holds the
+    before the profile's report; a run that names its ``claims`` is a candidate for
+    those only. The first candidate that exists and holds the
     claim's evidence (its verdict is not "not tested") decides; when none does,
     the largest existing one that names absent data speaks (the data, not a
     restricted run, is what is missing), else the largest existing one (and says
@@ -820,6 +821,8 @@ def _largest(row, contexts: dict, run_contexts: dict, folders: Optional[dict]):
         closer, after = [], []  # the profile's scale runs, either side of its own report
         if not folders or nb not in folders:
             for run in scale.runs_for(nb, p):
+                if run.claims and row["id"] not in run.claims:
+                    continue
                 key = (nb, run.run, p)
                 if key not in run_contexts:
                     run_contexts[key] = _Context(p, {nb: scale.report_folder(run)})

@@ -59,6 +59,10 @@ class ScaleRun:
     # report (it fine-tunes where that report keeps the backbone frozen): it then decides the
     # claims whose keys it holds before that report does, not after it
     closer_than_report: bool = False
+    # the claims (ledger ids) it may decide; empty: every claim of its notebook whose keys it
+    # holds. A run that changes one part of a notebook names the claims on that part, so the
+    # others keep the profile's report (and its seed sweep)
+    claims: tuple = ()
 
     @property
     def label(self) -> str:
@@ -100,6 +104,12 @@ SCALE_RUNS += (
         notebook="04_ddh", run="finetune-top", profile="quick",
         params={"finetune": "top", "bits": [16, 32, 64]},
         closer_than_report=True,
+        # the claims on the retrieval codes of the reported DDH, the model the run fine-tunes;
+        # the pair labels (built on the frozen features) and the classification experiment
+        # (frozen, as in the quick report) are the same in both, and the quick report has
+        # them over three seeds
+        claims=("ddh-table2-map", "ddh-table4-map", "ddh-beats-shallow", "ddh-pr-dominates",
+                "ddh-training-adds-random-start", "ddh-random-start-keeps-up"),
         why="the quick profile's split and epochs with DDH training Lite0's top block stage "
             "(stage 6 and the head convolution) together with its hash layer, on cached stage-4 "
             "maps, by the DDH loss alone: the CPU's version of the paper's end-to-end training, "
